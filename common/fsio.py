@@ -1,0 +1,63 @@
+"""Crash-safe file writes: a reader sees the old file or the new one, never a half-written one.
+
+The pattern is the classic one (POSIX rename is atomic within a file system): write to a temporary
+file in the *same directory*, flush and fsync it, rename it over the target, then fsync the directory
+so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["atomic_writer", "fsync_dir", "write_atomic", "write_private_atomic"]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink inside ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` atomically when the block exits without error.
+
+    The temporary file is created with ``mode`` from the start (never world-readable, even briefly)
+    and removed if the block raises, so an interrupted write leaves the previous content intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Atomically replace ``path`` with ``data`` (for non-secret files such as reports)."""
+    with atomic_writer(path, mode=mode) as handle:
+        handle.write(data)
+
+
+def write_private_atomic(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, readable by the owner only (0600)."""
+    with atomic_writer(path, mode=0o600) as handle:
+        handle.write(data)

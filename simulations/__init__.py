@@ -1,0 +1,3 @@
+"""Synthetic cohorts, partitioners and experiment runners for research on one machine."""
+
+__all__: list[str] = []
