@@ -1,0 +1,132 @@
+"""Invariants, checked with hypothesis on a real CT slice carrying generated PHI.
+
+- de-identifying twice gives the same bytes as de-identifying once (a fixed point);
+- two files that shared a UID still share one, and references between them still resolve;
+- dates of one patient keep their intervals, across files;
+- no generated name survives.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import io
+import warnings
+
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from client.deid import Deidentifier, DeidOptions
+from client.deid.encode import encode_dataset
+
+SECRET = bytes(range(100, 132))
+SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+names = st.text(alphabet=st.characters(min_codepoint=65, max_codepoint=90), min_size=4, max_size=12)
+dates = st.dates(min_value=dt.date(1950, 1, 1), max_value=dt.date(2035, 12, 31))
+uids = st.lists(st.integers(min_value=1, max_value=10**9 - 1), min_size=3, max_size=5).map(
+    lambda parts: "1.2.826.0.1." + ".".join(map(str, parts))
+)
+option_sets = st.sampled_from(
+    [
+        DeidOptions(),
+        DeidOptions.for_profile("basic"),
+        DeidOptions(clean_descriptors=True, retain_safe_private=True),
+        DeidOptions(retain_device_identity=True, retain_institution_identity=True),
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def ct() -> Dataset:
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    return pydicom.dcmread(path)
+
+
+def _reread(blob: bytes) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(blob))
+
+
+def _with_phi(ct: Dataset, name: str, patient_id: str, day: dt.date, sop: str) -> Dataset:
+    ds = copy.deepcopy(ct)
+    ds.PatientName = f"{name}^{name[::-1]}"
+    ds.PatientID = patient_id
+    ds.StudyDate = ds.SeriesDate = day.strftime("%Y%m%d")
+    ds.AcquisitionDateTime = day.strftime("%Y%m%d") + "101500"
+    ds.StudyDescription = f"CT HEAD for {name}"
+    ds.SOPInstanceUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    return ds
+
+
+@SETTINGS
+@given(name=names, day=dates, sop=uids, options=option_sets)
+def test_deidentifying_twice_is_deidentifying_once(
+    ct: Dataset, name: str, day: dt.date, sop: str, options: DeidOptions
+) -> None:
+    deid = Deidentifier(SECRET, options)
+    ds = _with_phi(ct, name, "ID" + name, day, sop)
+    deid.deidentify(ds)
+    once = encode_dataset(ds)
+    again = _reread(once)
+    deid.deidentify(again)
+    assert encode_dataset(again) == once
+    assert name.encode() not in once and name[::-1].encode() not in once
+
+
+@SETTINGS
+@given(study=uids, frame=uids, first=uids, second=uids, day=dates)
+def test_shared_uids_stay_shared_and_references_resolve(
+    ct: Dataset, study: str, frame: str, first: str, second: str, day: dt.date
+) -> None:
+    if first == second:
+        return
+    deid = Deidentifier(SECRET)
+    a = _with_phi(ct, "ALPHA", "P1", day, first)
+    b = _with_phi(ct, "BETA", "P2", day, second)
+    for ds in (a, b):
+        ds.StudyInstanceUID = study
+        ds.FrameOfReferenceUID = frame
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = a.SOPClassUID
+    reference.ReferencedSOPInstanceUID = first
+    b.SourceImageSequence = Sequence([reference])
+    deid.deidentify(a)
+    deid.deidentify(b)
+    assert a.StudyInstanceUID == b.StudyInstanceUID != study
+    assert a.FrameOfReferenceUID == b.FrameOfReferenceUID != frame
+    assert a.SOPInstanceUID != b.SOPInstanceUID
+    assert b.SourceImageSequence[0].ReferencedSOPInstanceUID == a.SOPInstanceUID
+    assert b.SourceImageSequence[0].ReferencedSOPClassUID == a.SOPClassUID  # a DICOM-defined UID
+
+
+@SETTINGS
+@given(patient=names, first=dates, gap=st.integers(min_value=0, max_value=4000), sop_a=uids, sop_b=uids)
+def test_dates_of_a_patient_keep_their_intervals(
+    ct: Dataset, patient: str, first: dt.date, gap: int, sop_a: str, sop_b: str
+) -> None:
+    second = first + dt.timedelta(days=gap)
+    deid = Deidentifier(SECRET)
+    a = _with_phi(ct, "ALPHA", patient, first, sop_a)
+    b = _with_phi(ct, "ALPHA", patient, second, sop_b)
+    deid.deidentify(a)
+    deid.deidentify(b)
+
+    def day(value: str) -> dt.date:
+        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+
+    assert (day(b.StudyDate) - day(a.StudyDate)).days == gap
+    assert day(a.StudyDate) < first  # shifted back, never by zero days
+    assert day(a.AcquisitionDateTime) == day(a.StudyDate)
+    assert a.AcquisitionDateTime[8:] == "101500"  # the time of day is kept
+    assert a.PatientID == b.PatientID != patient
