@@ -1,0 +1,260 @@
+"""``fedscan audit ...``: what an auditor runs, offline, trusting nobody's word.
+
+A thin layer over :mod:`common.audit`: the library raises :class:`common.errors.AuditError`, the CLI root
+turns it into one line and exit code 9. Library imports happen inside the commands so that
+``fedscan --help`` stays fast (the report pulls in matplotlib and jinja2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from common.audit import Head, VerifiedLog
+    from common.crypto import SiteKey, VerifyKey
+
+__all__ = ["audit_app"]
+
+console = Console()
+
+audit_app = typer.Typer(
+    help="Check what happened in a run, offline.\n\nExample: fedscan audit verify site-a/audit/audit.jsonl",
+    no_args_is_help=True,
+)
+
+_PUBKEY_HELP = (
+    "Trusted public key (PEM or OpenSSH file, or raw base64), e.g. from a site kit; repeatable. "
+    "Without it each log is checked against the key in its own genesis entry (not pinned)."
+)
+_SEAL_KEY_HELP = "Site key file that opens sealed (rotated) segments."
+
+
+def _keys(pubkeys: list[str], seal_key: Path | None) -> tuple[list[VerifyKey], SiteKey | None]:
+    from common.crypto import load_key_file, load_verify_key
+
+    return [load_verify_key(k) for k in pubkeys], (load_key_file(seal_key) if seal_key else None)
+
+
+def _parse_heads(heads: list[str]) -> dict[str, Head]:
+    from common.audit import Head
+    from common.errors import ConfigError
+
+    parsed: dict[str, Head] = {}
+    for text in heads:
+        actor, _, rest = text.partition(":")
+        seq, _, digest = rest.partition(":")
+        if not actor or not seq.isdigit() or len(digest) != 64:
+            raise ConfigError(f"--head expects ACTOR:SEQ:SHA256 (as printed by verify), got {text!r}.")
+        parsed[actor] = Head(int(seq), digest.lower())
+    return parsed
+
+
+def _read_logs(
+    paths: list[Path], pubkeys: list[str], seal_key: Path | None, every_signature: bool = False
+) -> list[VerifiedLog]:
+    from common.audit import read_verified_log
+
+    keys, seal = _keys(pubkeys, seal_key)
+    return [read_verified_log(p, pubkeys=keys, seal_key=seal, every_signature=every_signature) for p in paths]
+
+
+@audit_app.command("verify")
+def audit_verify(
+    logs: list[Path] = typer.Argument(
+        ..., help="Audit logs (live files; rotated segments are found beside them)."
+    ),
+    pubkey: list[str] = typer.Option([], "--pubkey", help=_PUBKEY_HELP),
+    seal_key: Path | None = typer.Option(None, "--seal-key", help=_SEAL_KEY_HELP),
+    head: list[str] = typer.Option(
+        [], "--head", help="A head recorded earlier, ACTOR:SEQ:SHA256 (detects entries cut from the end)."
+    ),
+    every_signature: bool = typer.Option(
+        False, "--every-signature", help="Verify each entry's signature, not only the chain's anchor."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check each log's hash chain and signatures; name the first bad entry (file, line, seq, reason).
+
+    Exit code 0 if every log verifies, 9 otherwise.
+    Record the printed heads: passing them back with --head reveals entries cut from the end of a log.
+
+    Example: fedscan audit verify site-a/audit/audit.jsonl server/audit.jsonl --pubkey site-a.pub
+    """
+    from common.audit import verify_log
+    from common.errors import AuditError
+
+    keys, seal = _keys(pubkey, seal_key)
+    expected = _parse_heads(head)
+    results = []
+    for path in logs:
+        result = verify_log(path, pubkeys=keys, seal_key=seal, every_signature=every_signature)
+        if result.actor in expected:
+            result = verify_log(
+                path,
+                pubkeys=keys,
+                seal_key=seal,
+                every_signature=every_signature,
+                expected_head=expected[result.actor],
+            )
+        results.append(result)
+    if json_output:
+        typer.echo(
+            json.dumps({"ok": all(r.ok for r in results), "logs": [r.to_dict() for r in results]}, indent=2)
+        )
+    else:
+        for r in results:
+            console.print(
+                r.summary(), style=None if r.ok else "bold red", highlight=False, markup=False, soft_wrap=True
+            )
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise AuditError(
+            f"{len(failed)} of {len(results)} log(s) failed verification; first: {failed[0].failure}"
+        )
+
+
+@audit_app.command("reconcile")
+def audit_reconcile(
+    logs: list[Path] = typer.Argument(
+        ..., help="SITE_LOG... SERVER_LOG: the site logs, then the server's log last."
+    ),
+    pubkey: list[str] = typer.Option([], "--pubkey", help=_PUBKEY_HELP),
+    seal_key: Path | None = typer.Option(None, "--seal-key", help=_SEAL_KEY_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check every round's participants in the server's log against the sites' own entries, both ways.
+
+    Flags a site claiming a round the server does not list, a site the server lists whose log has no
+    such round (or refused it), and any disagreement on the model hash.
+    Exit code 9 on any difference.
+
+    Example: fedscan audit reconcile site-a/audit/audit.jsonl site-b/audit/audit.jsonl server/audit.jsonl
+    """
+    from common.audit import reconcile
+    from common.errors import AuditError, ConfigError
+
+    if len(logs) < 2:
+        raise ConfigError("reconcile needs at least one site log and the server's log (last).")
+    verified = _read_logs(logs, pubkey, seal_key)
+    result = reconcile(verified[:-1], verified[-1])
+    if json_output:
+        body = {"logs": [v.verification.to_dict() for v in verified], **result.to_dict()}
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        for finding in result.findings:
+            console.print(str(finding), style="bold red", highlight=False, markup=False, soft_wrap=True)
+        console.print(
+            f"{result.rounds_checked} round(s), {result.participations_checked} participation(s) checked "
+            f"against {len(result.sites)} site log(s); {len(result.findings)} difference(s).",
+            highlight=False,
+            markup=False,
+        )
+        if result.unchecked_sites:
+            console.print(
+                f"not checked (no log supplied): {', '.join(result.unchecked_sites)}",
+                highlight=False,
+                markup=False,
+            )
+    if not result.ok:
+        raise AuditError(
+            f"Reconciliation found {len(result.findings)} difference(s); first: {result.findings[0]}"
+        )
+
+
+@audit_app.command("report")
+def audit_report(
+    logs: list[Path] = typer.Argument(None, help="Audit logs to include (sites and server)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the HTML report."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="A run's output folder (metrics.jsonl)."),
+    pubkey: list[str] = typer.Option([], "--pubkey", help=_PUBKEY_HELP),
+    seal_key: Path | None = typer.Option(None, "--seal-key", help=_SEAL_KEY_HELP),
+    title: str = typer.Option("fedscan audit report", "--title", help="The report's title."),
+) -> None:
+    """Render a self-contained HTML report of logs and run records (figures embedded, no external files).
+
+    Shows the verification of every log, the reconciliation (when one server log and site logs are
+    given), a timeline, participation per round, epsilon per site, metrics and the de-identification
+    summary. Problems found in the logs go into the report; the command still succeeds.
+
+    Example: fedscan audit report --out report.html site-a/audit/audit.jsonl server/audit.jsonl --run-dir run
+    """
+    from common.audit import reconcile
+    from common.audit.report import render_report, write_report
+    from common.errors import ConfigError
+
+    logs = list(logs or [])
+    if not logs and run_dir is None:
+        raise ConfigError("report needs audit logs, a --run-dir, or both.")
+    verified = _read_logs(logs, pubkey, seal_key)
+    servers = [v for v in verified if v.verification.role == "server"]
+    site_logs = [v for v in verified if v.verification.role == "site"]
+    reconciliation = reconcile(site_logs, servers[0]) if len(servers) == 1 and site_logs else None
+    rows = _metrics_rows(run_dir) if run_dir is not None else []
+    html = render_report(
+        verified,
+        reconciliation=reconciliation,
+        metrics_rows=rows,
+        run_dir=str(run_dir) if run_dir else None,
+        title=title,
+    )
+    write_report(out, html)
+    bad = [v for v in verified if not v.verification.ok]
+    console.print(
+        f"wrote {out} ({len(html) // 1024} KiB): {len(verified)} log(s), {len(bad)} failed verification"
+        + (f", {len(reconciliation.findings)} reconciliation difference(s)" if reconciliation else ""),
+        highlight=False,
+        markup=False,
+    )
+
+
+def _metrics_rows(run_dir: Path) -> list[dict[str, object]]:
+    from common.errors import InputError
+    from server.run_records import read_round_records
+
+    try:
+        return [dict(vars(r)) for r in read_round_records(run_dir)]
+    except (OSError, ValueError, TypeError) as error:
+        raise InputError(f"Cannot read the run records in {run_dir}: {error}.") from None
+
+
+@audit_app.command("summary")
+def audit_summary(
+    run_dir: Path = typer.Argument(..., help="A run's output folder (holds metrics.jsonl, final_model.npz)."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Summarise a run's records: rounds, participants, failures, and the final model's SHA-256.
+
+    Example: fedscan audit summary fedscan-demo/run
+    """
+    from common.errors import InputError
+    from server.run_records import MODEL_FILE, read_round_records
+
+    rounds = read_round_records(run_dir)
+    if not rounds:
+        raise InputError(f"{run_dir} has no metrics.jsonl with completed rounds.")
+    model = Path(run_dir) / MODEL_FILE
+    digest = hashlib.sha256(model.read_bytes()).hexdigest() if model.exists() else None
+    if json_output:
+        typer.echo(
+            json.dumps({"rounds": [r.__dict__ for r in rounds], "final_model_sha256": digest}, indent=2)
+        )
+        return
+    table = Table(title=f"run {run_dir}")
+    for column in ("round", "sites", "failures", "accuracy"):
+        table.add_column(column, justify="right")
+    for r in rounds:
+        table.add_row(
+            str(r.round),
+            str(r.sites_fit),
+            str(r.failures),
+            f"{r.accuracy:.3f}" if r.accuracy is not None else "-",
+        )
+    console.print(table)
+    console.print(f"final model sha256: {digest or 'missing'}")
