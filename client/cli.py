@@ -1,0 +1,238 @@
+"""``fedscan site ...``: what a hospital's operator runs.
+
+Thin layer: parse, call the library, print. Heavy imports (pydicom, torch) stay inside commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+__all__ = ["site_app"]
+
+console = Console()
+
+site_app = typer.Typer(
+    help="Run a site: keys and policy, de-identification, ingest into the encrypted store.\n\n"
+    "Example: fedscan site init --site-dir /srv/fedscan/site-a --site-id site-a",
+    no_args_is_help=True,
+)
+
+SITE_DIR_OPTION = typer.Option(..., "--site-dir", help="The site directory (keys, site.toml, store).")
+
+
+@site_app.command("init")
+def site_init(
+    site_dir: Path = SITE_DIR_OPTION,
+    site_id: str = typer.Option(..., "--site-id", help="This site's name in the federation."),
+) -> None:
+    """Create a site: a site key and a de-identification secret (0600) and a site.toml.
+
+    Example: fedscan site init --site-dir /srv/fedscan/site-a --site-id site-a
+    """
+    from client.site_init import init_site
+
+    site = init_site(site_dir, site_id)
+    console.print(f"Site [bold]{site_id}[/] created at {site.root}")
+    console.print(f"  keys (0600): {site.site_key_file}, {site.deid_secret_file} - back them up offline")
+    console.print(f"  settings:    {site.config_file}")
+
+
+@site_app.command("deidentify")
+def site_deidentify(
+    in_dir: Path = typer.Argument(..., help="Folder of DICOM files (searched recursively)."),
+    out_dir: Path = typer.Argument(..., help="Where the de-identified files go (mirrors the input tree)."),
+    site_dir: Path | None = typer.Option(
+        None, "--site-dir", help="Site whose secret keys the pseudonyms (else FEDSCAN_DEID_SECRET, hex)."
+    ),
+    profile: str = typer.Option(
+        "fedscan", "--profile", help="fedscan (basic + modified dates + patient characteristics) or basic."
+    ),
+    option: list[str] = typer.Option([], "--option", help="Extra PS3.15 option, e.g. clean-descriptors."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any file was rejected."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Worker processes (default: all cores)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Write de-identified copies of DICOM files (DICOM PS3.15 Annex E basic profile + options).
+
+    Every rejected file is listed with its reason; the report holds counts, never PHI values.
+
+    Example: fedscan site deidentify /exports/2026-11 /deid/2026-11 --site-dir /srv/fedscan/site-a
+    """
+    from client.deid.command import deidentify_command
+
+    code = deidentify_command(in_dir, out_dir, site_dir, profile, list(option), strict, workers, json_output)
+    if code:
+        raise typer.Exit(code)
+
+
+@site_app.command("ingest")
+def site_ingest(
+    site_dir: Path = SITE_DIR_OPTION,
+    input_dir: Path = typer.Option(..., "--input", help="A PACS export: a folder of DICOM files, any depth."),
+    labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help="CSV: label + one of path/sop_instance_uid/series_instance_uid/study_instance_uid.",
+    ),
+    keep_unlabelled: bool = typer.Option(
+        False, "--keep-unlabelled", help="Store files without a label (label -1)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """De-identify, preprocess and seal a DICOM folder into the site's encrypted store.
+
+    Example: fedscan site ingest --site-dir /srv/fedscan/site-a --input /exports/2026-11 --labels labels.csv
+    """
+    from client.ingest import ingest_folder
+    from client.site import SiteDir
+
+    with Progress(
+        TextColumn("ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=json_output,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("ingest", total=None)
+        report = ingest_folder(
+            SiteDir(site_dir),
+            input_dir,
+            labels,
+            keep_unlabelled=keep_unlabelled,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if json_output:
+        typer.echo(report.to_json())
+        return
+    table = Table(title="ingest")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("files seen", str(report.files_seen))
+    table.add_row("records added", str(report.records_added))
+    table.add_row("rejected", str(len(report.rejected)))
+    table.add_row("unlabelled (not stored)", str(len(report.unlabelled)))
+    table.add_row("labels without a file", str(len(report.labels_without_file)))
+    for label, count in sorted(report.per_label.items()):
+        table.add_row(f"label {label}", str(count))
+    for modality, count in sorted(report.per_modality.items()):
+        table.add_row(f"modality {modality or '?'}", str(count))
+    table.add_row("records in store", str(report.total_records))
+    console.print(table)
+    for path, reason in report.rejected[:20]:
+        console.print(f"  rejected {path}: {reason}")
+    if len(report.rejected) > 20:
+        console.print(f"  ... and {len(report.rejected) - 20} more (see {SiteDir(site_dir).reports_dir})")
+
+
+@site_app.command("inspect")
+def site_inspect(
+    site_dir: Path = SITE_DIR_OPTION,
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show what the encrypted store holds: counts per split, label and modality (decrypts in memory).
+
+    Example: fedscan site inspect --site-dir /srv/fedscan/site-a --json
+    """
+    from collections import Counter
+
+    from client.site import SiteDir
+    from client.site_init import load_site_key
+    from client.store import SPLITS, read_manifest
+
+    site = SiteDir(site_dir)
+    manifest = read_manifest(site.store_dir, load_site_key(site))
+    by_split = Counter(r.split for r in manifest.records)
+    by_label = Counter(r.label for r in manifest.records)
+    by_modality = Counter(str(r.meta.get("modality", "")) for r in manifest.records)
+    patients = len({r.patient for r in manifest.records})
+    body = {
+        "records": len(manifest.records),
+        "patients": patients,
+        "image_size": manifest.image_size,
+        "splits": {s: by_split.get(s, 0) for s in SPLITS},
+        "labels": {str(k): v for k, v in sorted(by_label.items())},
+        "modalities": dict(sorted(by_modality.items())),
+    }
+    if json_output:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    table = Table(title=f"store of {site.root}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("records", str(body["records"]))
+    table.add_row("patients", str(patients))
+    for split in SPLITS:
+        table.add_row(f"split {split}", str(by_split.get(split, 0)))
+    for label, count in sorted(by_label.items()):
+        table.add_row(f"label {label}", str(count))
+    for modality, count in sorted(by_modality.items()):
+        table.add_row(f"modality {modality or '?'}", str(count))
+    console.print(table)
+
+
+keys_app = typer.Typer(
+    help="Manage the site key: rotate it, or shred it (crypto-shredding).\n\n"
+    "Example: fedscan site keys rotate --site-dir /srv/fedscan/site-a",
+    no_args_is_help=True,
+)
+site_app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    site_dir: Path = SITE_DIR_OPTION,
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Introduce a new site key and re-wrap every sealed object under it (payloads untouched).
+
+    Resumable: if interrupted, run it again. The old key is deleted once every object opens under the
+    new one.
+
+    Example: fedscan site keys rotate --site-dir /srv/fedscan/site-a
+    """
+    from client.site import SiteDir
+    from client.site_keys import rotate_site_key
+
+    report = rotate_site_key(SiteDir(site_dir))
+    if json_output:
+        typer.echo(json.dumps(report.__dict__))
+        return
+    console.print(
+        f"Rotated key {report.old_key_id} -> {report.new_key_id}: {report.objects} sealed objects "
+        f"re-wrapped in {report.seconds:.2f} s. Back up the new keys/site.key."
+    )
+
+
+@keys_app.command("shred")
+def keys_shred(
+    site_dir: Path = SITE_DIR_OPTION,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Destroy the site key and de-identification secret: all sealed data becomes unrecoverable.
+
+    For data-erasure requests. Copies of the keys in backups are not reached: shred those too.
+
+    Example: fedscan site keys shred --site-dir /srv/fedscan/site-a --yes
+    """
+    from client.site import SiteDir
+    from client.site_keys import shred_site_keys
+
+    site = SiteDir(site_dir)
+    if not yes:
+        typer.confirm(
+            f"Shred the keys of {site.root}? Every sealed object there becomes unrecoverable.", abort=True
+        )
+    removed = shred_site_keys(site)
+    console.print(
+        f"Shredded {len(removed)} key file(s) of {site.root}; its sealed data is now unrecoverable."
+    )

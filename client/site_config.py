@@ -1,0 +1,106 @@
+"""``site.toml``: a site's identity and local settings, validated once with a clear error per field.
+
+The policy fields (secure aggregation, minimum sites, epsilon budget, approved app hashes) are
+enforced by the site itself, never trusted from the server.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError
+
+__all__ = ["SiteConfig"]
+
+_SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+KEY_SOURCES = ("file", "env", "passphrase")
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Validated contents of ``site.toml``."""
+
+    site_id: str
+    image_size: int = 64
+    ct_window: str = "soft-tissue"
+    split_seed: int = 0
+    deid_options: tuple[str, ...] = field(default=("retain-modified-dates", "retain-patient-characteristics"))
+    key_source: str = "file"
+    key_env: str = "FEDSCAN_SITE_KEY"
+
+    def __post_init__(self) -> None:
+        if not _SITE_ID.match(self.site_id):
+            raise ConfigError(
+                f"site.id {self.site_id!r} is invalid: use 1-64 letters, digits, '.', '_' or '-'."
+            )
+        if not 16 <= self.image_size <= 512:
+            raise ConfigError("pixels.image_size must be between 16 and 512.")
+        if self.key_source not in KEY_SOURCES:
+            raise ConfigError(
+                f"keys.source must be one of {', '.join(KEY_SOURCES)}, not {self.key_source!r}."
+            )
+
+    @classmethod
+    def load(cls, path: Path) -> SiteConfig:
+        """Read and validate ``site.toml``; every problem names the file and the field."""
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path} not found: run `fedscan site init` first.") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}.") from None
+        site = _table(raw, "site", path)
+        pixels = _table(raw, "pixels", path)
+        deid = _table(raw, "deid", path)
+        keys = _table(raw, "keys", path)
+        try:
+            return cls(
+                site_id=str(site["id"]),
+                image_size=int(pixels.get("image_size", 64)),
+                ct_window=str(pixels.get("ct_window", "soft-tissue")),
+                split_seed=int(site.get("split_seed", 0)),
+                key_source=str(keys.get("source", "file")),
+                key_env=str(keys.get("env", "FEDSCAN_SITE_KEY")),
+                deid_options=tuple(
+                    str(o) for o in deid.get("options", cls.__dataclass_fields__["deid_options"].default)
+                ),
+            )
+        except KeyError as missing:
+            raise ConfigError(f"{path}: missing required field {missing.args[0]!r} in [site].") from None
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+    def to_toml(self) -> str:
+        """The file ``fedscan site init`` writes: every setting spelled out, with comments."""
+        options = ", ".join(f'"{o}"' for o in self.deid_options)
+        return (
+            "# fedscan site configuration. Enforced at this site; never taken from the server.\n"
+            "[site]\n"
+            f'id = "{self.site_id}"\n'
+            "# Seed of the patient-level train/val/test split (same seed, same split).\n"
+            f"split_seed = {self.split_seed}\n\n"
+            "[pixels]\n"
+            f"image_size = {self.image_size}\n"
+            "# CT window preset: soft-tissue, mediastinum, liver, lung, brain, subdural, stroke, bone,\n"
+            "# or dicom (use the file's own VOI LUT / window).\n"
+            f'ct_window = "{self.ct_window}"\n\n'
+            "[keys]\n"
+            "# Where the site key comes from: file (keys/site.key, 0600), env (the variable below),\n"
+            "# or passphrase (scrypt over FEDSCAN_SITE_PASSPHRASE with keys/site.salt).\n"
+            f'source = "{self.key_source}"\n'
+            f'env = "{self.key_env}"\n\n'
+            "[deid]\n"
+            "# DICOM PS3.15 Annex E basic profile plus these options.\n"
+            f"options = [{options}]\n"
+        )
+
+
+def _table(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table.")
+    return table

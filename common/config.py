@@ -1,0 +1,197 @@
+"""The run configuration: one frozen, validated object built once from Flower's run config.
+
+Flower hands both apps a flat mapping with kebab-case keys (``[tool.flwr.app.config]`` in
+pyproject.toml, overridden with ``--run-config``). Everything downstream takes a :class:`RunConfig`,
+never the raw mapping, so a typo or a bad value fails once, at the start, with a sentence naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import ConfigError
+
+__all__ = ["FEATURE_SCALINGS", "MODEL_KINDS", "OPTIMIZERS", "STRATEGIES", "RunConfig"]
+
+MODEL_KINDS = ("cnn", "resnet18", "svm", "rff-svm")
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+OPTIMIZERS = ("sgd", "adam")
+FEATURE_SCALINGS = ("none", "federated")
+IMAGE_MODELS = ("cnn", "resnet18")
+# Keys that do not change what a run computes: a checkpoint written under one value resumes under another.
+_RESUME_NEUTRAL = ("resume", "num_server_rounds")
+
+Scalar = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one federated run, shared by the ServerApp and every ClientApp.
+
+    Attributes mirror the kebab-case keys of ``[tool.flwr.app.config]`` (``num-server-rounds`` is
+    ``num_server_rounds``). ``site_dirs`` is for simulations only: virtual SuperNode *i* opens
+    ``site_dirs[i]``; in a deployment each SuperNode names its own site directory in its node config.
+
+    Groups of keys (the full list with their meaning is in ``docs/training.md``):
+
+    * model: ``model``, ``image-size``, ``cnn-widths``, ``num-features`` (tabular records packed in
+      square store records), ``svm-alpha``, ``rff-components``, ``rff-gamma``, ``feature-scaling``;
+    * local training: ``local-epochs`` or ``local-steps``, ``optimizer``, ``learning-rate``, ``momentum``,
+      ``batch-size``, ``class-weighting``, ``augment``, ``threads``;
+    * aggregation: ``strategy`` (fedavg, fedprox, fedadam), ``proximal-mu``, ``server-learning-rate``;
+    * run: ``num-server-rounds``, ``seed``, ``out-dir``, ``checkpoints``, ``resume``,
+      ``central-test-set`` (a public ``.npz`` with ``x`` and ``y`` the server may score every round).
+    """
+
+    num_server_rounds: int = 3
+    model: str = "cnn"
+    image_size: int = 64
+    local_epochs: int = 1
+    learning_rate: float = 0.05
+    batch_size: int = 32
+    secure_aggregation: bool = False
+    fraction_fit: float = 1.0
+    min_fit_sites: int = 2
+    seed: int = 0
+    site_dirs: tuple[str, ...] = field(default=())
+    out_dir: str = ""
+    # Model details.
+    cnn_widths: str = "16,32,64"
+    num_features: int = 0
+    svm_alpha: float = 0.0001
+    rff_components: int = 512
+    rff_gamma: float = 0.0
+    feature_scaling: str = "none"
+    # Local training.
+    local_steps: int = 0
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    class_weighting: bool = False
+    augment: bool = False
+    threads: int = 1
+    # Aggregation.
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    server_learning_rate: float = 0.01
+    # Run records.
+    checkpoints: bool = True
+    resume: bool = False
+    central_test_set: str = ""
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (self.num_server_rounds >= 1, "num-server-rounds must be at least 1"),
+            (self.model in MODEL_KINDS, f"model must be one of {', '.join(MODEL_KINDS)}, not {self.model!r}"),
+            (1 <= self.image_size <= 512, "image-size must be between 1 and 512 pixels"),
+            (
+                self.model not in IMAGE_MODELS or self.image_size >= 16,
+                f"image-size must be at least 16 pixels for the {self.model} model",
+            ),
+            (self.num_features >= 0, "num-features must be 0 (whole records) or positive"),
+            (
+                self.num_features <= self.image_size**2,
+                "num-features cannot exceed image-size squared (the record it is packed in)",
+            ),
+            (_widths_ok(self.cnn_widths), "cnn-widths must be 1 to 6 positive integers, e.g. '16,32,64'"),
+            (self.svm_alpha > 0, "svm-alpha must be positive"),
+            (self.rff_components >= 1, "rff-components must be at least 1"),
+            (self.rff_gamma >= 0, "rff-gamma must be 0 (1 / number of features) or positive"),
+            (
+                self.feature_scaling in FEATURE_SCALINGS,
+                f"feature-scaling must be one of {', '.join(FEATURE_SCALINGS)}",
+            ),
+            (self.local_steps >= 0, "local-steps must be 0 (use local-epochs) or positive"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.threads >= 1, "threads must be at least 1"),
+            (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}"),
+            (self.proximal_mu >= 0, "proximal-mu must not be negative"),
+            (self.server_learning_rate > 0, "server-learning-rate must be positive"),
+            (self.local_epochs >= 1, "local-epochs must be at least 1"),
+            (self.learning_rate > 0, "learning-rate must be positive"),
+            (self.batch_size >= 1, "batch-size must be at least 1"),
+            (0 < self.fraction_fit <= 1, "fraction-fit must be in (0, 1]"),
+            (self.min_fit_sites >= 1, "min-fit-sites must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"Invalid run config: {message}.")
+
+    @classmethod
+    def from_flower(cls, run_config: Mapping[str, Any]) -> RunConfig:
+        """Build from Flower's flat kebab-case mapping; unknown keys and wrong types are errors."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in run_config.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                known = ", ".join(sorted(n.replace("_", "-") for n in fields))
+                raise ConfigError(f"Unknown run config key {key!r}; known keys: {known}.")
+            values[name] = _coerce(key, raw, fields[name].default)
+        return cls(**values)
+
+    def to_flower(self) -> dict[str, Scalar]:
+        """The flat kebab-case mapping Flower carries (tuples joined with the OS path separator)."""
+        out: dict[str, Scalar] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name.replace("_", "-")] = os.pathsep.join(value) if isinstance(value, tuple) else value
+        return out
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON form: names this exact configuration in records and audits."""
+        canonical = json.dumps(self.to_flower(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def training_digest(self) -> str:
+        """SHA-256 of the configuration minus the keys that do not change what a round computes.
+
+        Checkpoints carry this digest: a run resumes only under the same training configuration, but
+        it may be resumed (``resume``) and extended (``num-server-rounds``).
+        """
+        neutral = dataclasses.replace(self, **{name: getattr(RunConfig, name) for name in _RESUME_NEUTRAL})
+        return neutral.digest()
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """``cnn-widths`` as integers: one convolution block per entry."""
+        return tuple(int(part) for part in self.cnn_widths.split(","))
+
+    @property
+    def proximal_weight(self) -> float:
+        """The FedProx proximal weight the sites apply: ``proximal-mu`` under fedprox, else 0."""
+        return self.proximal_mu if self.strategy == "fedprox" else 0.0
+
+
+def _widths_ok(text: str) -> bool:
+    parts = [p.strip() for p in text.split(",")]
+    return 1 <= len(parts) <= 6 and all(p.isdigit() and int(p) > 0 for p in parts)
+
+
+def _coerce(key: str, raw: Any, default: Any) -> Any:
+    """Convert one run-config value to the type of its default, refusing lossy conversions."""
+    if isinstance(default, tuple):
+        if isinstance(raw, str):
+            return tuple(part for part in raw.split(os.pathsep) if part)
+        if isinstance(raw, list | tuple):
+            return tuple(str(part) for part in raw)
+    elif isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in {"true", "false"}:
+            return raw.lower() == "true"
+    elif isinstance(default, int):
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+    elif isinstance(default, float):
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return float(raw)
+    elif isinstance(default, str) and isinstance(raw, str):
+        return raw
+    raise ConfigError(f"Invalid run config: {key} must be a {type(default).__name__}, got {raw!r}.")

@@ -1,0 +1,188 @@
+"""The aggregator's Flower ServerApp (legacy workflow, where SecAgg+ runs).
+
+One run: (optionally) resume from the last verified checkpoint, (optionally) ask every site for its
+feature moments and install the federated standardiser, then the rounds of the configured strategy,
+each ending with a per-round record and a sealed checkpoint; the final model at the end. A round with
+a failure, or a round that never completed, makes the run fail (``TrainingError``), never a silent
+exit 0.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import timeit
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message
+from flwr.common import GetPropertiesIns
+from flwr.common.constant import MessageTypeLegacy
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+from flwr.server.compat.app_utils import start_update_client_manager_thread
+from flwr.server.workflow import DefaultWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+from flwr.server.workflow.default_workflows import (
+    default_centralized_evaluation_workflow,
+    default_init_params_workflow,
+)
+
+from common.config import RunConfig
+from common.errors import ConfigError, TrainingError
+from common.models import LabelledArrays, model_from_config
+from common.models.svm import FEATURE_MOMENTS_TASK, standardiser_from_moments
+from server.checkpoints import CheckpointStore
+from server.run_records import RunRecorder
+from server.strategy import build_fit_workflow, build_strategy
+
+__all__ = ["ResumableWorkflow", "app", "federated_standardiser", "run_training"]
+
+log = logging.getLogger("fedscan.server")
+
+app = ServerApp()
+
+
+class ResumableWorkflow(DefaultWorkflow):
+    """Flower's legacy DefaultWorkflow, starting at ``start_round`` instead of 1.
+
+    Rounds keep their real numbers after a resume, so the sites' per-round seeds, FedAdam's bias
+    correction, the records and the checkpoints all continue as if the run had never stopped.
+    """
+
+    def __init__(self, start_round: int = 1, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self.start_round = start_round
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"Expect a LegacyContext, but got {type(context).__name__}.")
+        thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
+        registered.wait()
+        try:
+            default_init_params_workflow(grid, context)
+            cfg = ConfigRecord()
+            cfg[Key.START_TIME] = timeit.default_timer()
+            context.state.config_records[MAIN_CONFIGS_RECORD] = cfg
+            for current_round in range(self.start_round, context.config.num_rounds + 1):
+                cfg[Key.CURRENT_ROUND] = current_round
+                self.fit_workflow(grid, context)
+                default_centralized_evaluation_workflow(grid, context)
+                self.evaluate_workflow(grid, context)
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= count:
+            return nodes
+        if time.monotonic() > deadline:
+            raise TrainingError(f"Only {len(nodes)} of {count} sites connected within {timeout:.0f} s.")
+        time.sleep(0.2)
+
+
+def federated_standardiser(grid: Grid, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Global feature mean and scale from every site's aggregates (``n``, sum, sum of squares).
+
+    One Flower *query* round (``get_properties``) before training. What a site reveals is its number
+    of training examples and, per feature, its sum and sum of squares: aggregates, no row. The pooled
+    moments are exactly those of the union of the sites' training splits.
+    """
+    nodes = _wait_for_nodes(grid, config.min_fit_sites)
+    content = compat.getpropertiesins_to_recorddict(GetPropertiesIns({"task": FEATURE_MOMENTS_TASK}))
+    messages = [
+        Message(
+            content=content, dst_node_id=node, message_type=MessageTypeLegacy.GET_PROPERTIES, group_id="0"
+        )
+        for node in nodes
+    ]
+    moments = []
+    for reply in grid.send_and_receive(messages):
+        if reply.has_error():
+            raise TrainingError(f"A site failed to report its feature moments: {reply.error.reason}")
+        props = compat.recorddict_to_getpropertiesres(reply.content).properties
+        moments.append(
+            (
+                int(props["num-examples"]),  # type: ignore[arg-type]
+                np.frombuffer(props["sum"], dtype=np.float64),  # type: ignore[arg-type]
+                np.frombuffer(props["sumsq"], dtype=np.float64),  # type: ignore[arg-type]
+            )
+        )
+    if len(moments) < len(nodes):
+        raise TrainingError(f"Only {len(moments)} of {len(nodes)} sites reported their feature moments.")
+    return standardiser_from_moments(moments)
+
+
+def load_central_test_set(path: str) -> LabelledArrays | None:
+    """The server's public test set: an ``.npz`` with ``x`` and ``y`` (public data only, not sealed)."""
+    if not path:
+        return None
+    if not Path(path).exists():
+        raise ConfigError(f"central-test-set {path} does not exist.")
+    with np.load(io.BytesIO(Path(path).read_bytes()), allow_pickle=False) as npz:
+        return LabelledArrays(npz["x"], npz["y"].astype(np.int64))
+
+
+def run_training(grid: Grid, context: Context) -> RunRecorder:
+    """Run (or resume) every round of the configured training; TrainingError if any round failed."""
+    config = RunConfig.from_flower(context.run_config)
+    model = model_from_config(config)
+    initial = model.get_arrays()
+    state: list[np.ndarray] = []
+    start_round = 1
+    checkpoints = (
+        CheckpointStore.for_run(Path(config.out_dir)) if config.out_dir and config.checkpoints else None
+    )
+    if config.resume:
+        if checkpoints is None:
+            raise ConfigError("resume needs an out-dir with checkpoints (checkpoints = true).")
+        latest = checkpoints.latest(config.training_digest())
+        if latest is not None:
+            initial, state, start_round = latest.arrays, latest.strategy_state, latest.round + 1
+            log.warning("Resuming after round %d from its checkpoint.", latest.round)
+    recorder = RunRecorder(config.out_dir or None, keep_until=start_round - 1 if config.resume else None)
+    if config.feature_scaling == "federated" and start_round == 1:
+        if not hasattr(model, "set_standardiser"):
+            raise ConfigError(f"feature-scaling = federated applies to SVM models, not {config.model}.")
+        model.set_arrays(initial)
+        model.set_standardiser(*federated_standardiser(grid, config))
+        initial = model.get_arrays()
+
+    def checkpoint(server_round: int, arrays: list[np.ndarray], strategy_state: list[np.ndarray]) -> None:
+        if checkpoints is not None:
+            checkpoints.save(server_round, arrays, strategy_state, config_digest=config.training_digest())
+
+    strategy = build_strategy(
+        config,
+        initial,
+        recorder,
+        central_test=load_central_test_set(config.central_test_set),
+        on_round_end=checkpoint,
+    )
+    strategy.restore_state(state)
+    legacy = LegacyContext(
+        context=context,
+        config=ServerConfig(num_rounds=config.num_server_rounds),
+        strategy=strategy,  # type: ignore[arg-type]
+    )
+    num_sites = max(config.min_fit_sites, len(config.site_dirs))
+    ResumableWorkflow(start_round, fit_workflow=build_fit_workflow(config, num_sites))(grid, legacy)
+    recorder.save_model(strategy.latest_arrays, config_digest=config.digest())
+    failed = [r.round for r in recorder.rounds.values() if r.failures]
+    missing = [r for r in range(1, config.num_server_rounds + 1) if r not in recorder.rounds]
+    if failed or missing:
+        raise TrainingError(
+            f"Training run finished with problems: rounds with failures {failed or 'none'}, "
+            f"rounds that never completed {missing or 'none'}."
+        )
+    return recorder
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run_training(grid, context)
