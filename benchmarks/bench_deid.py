@@ -12,8 +12,8 @@ What it does, in one run:
 4. checks that none of the planted PHI and none of the original UIDs is in fedscan's output;
 5. prints files/s and MB/s (input bytes) for both and the ratio.
 
-fedscan runs as ``python -m client.deid IN OUT --workers N`` (``fedscan site deidentify`` once the
-CLI is wired); its outputs are written atomically with fsync, dicom-anonymizer's are not.
+fedscan runs through its CLI, ``fedscan site deidentify IN OUT --workers N`` (the secret from
+``FEDSCAN_DEID_SECRET``); its outputs are written atomically with fsync, dicom-anonymizer's are not.
 
 Usage::
 
@@ -149,8 +149,8 @@ def main() -> int:
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
                 if tool == "fedscan":
-                    command = [sys.executable, "-m", "client.deid", str(work / "in"), str(out),
-                               "--workers", str(args.workers), "--json"]
+                    command = [sys.executable, "-m", "common.cli", "site", "deidentify", str(work / "in"),
+                               str(out), "--workers", str(args.workers), "--json"]
                     ours_best = min(ours_best, _timed(command, env))
                 else:
                     theirs_best = min(theirs_best, _timed([str(anonymizer), str(work / "in"), str(out)], env))
