@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,23 @@ pytestmark = pytest.mark.slow
 STRAY = ("raylet", "gcs_server", "ray::", "flower-superlink", "flower-supernode", "flwr-simulation")
 
 
-def _stray_processes() -> set[tuple[int, str]]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+def _processes_tagged(tag: str) -> set[tuple[int, str]]:
+    """Flower/Ray processes whose environment carries ``tag``: the ones this test's demo started.
+
+    Other runs on the same machine (a developer's benchmark, another test session) have other
+    environments, so they are neither counted here nor touched.
+    """
     found = set()
-    for line in out.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        if any(marker in args for marker in STRAY):
-            found.add((int(pid), args[:80]))
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if tag.encode() in environ and any(marker in args for marker in STRAY):
+            found.add((int(proc.name), args[:80]))
     return found
 
 
@@ -46,9 +57,10 @@ def _files_under(root: Path, exclude: Path | None = None) -> list[Path]:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     workdir = tmp_path_factory.mktemp("demo") / "work"
     temp_root = Path(tempfile.gettempdir())
-    before_procs = _stray_processes()
+    tag = f"FEDSCAN_TEST_RUN={uuid.uuid4().hex}"
     started = time.time()
     env = dict(os.environ)
+    env["FEDSCAN_TEST_RUN"] = tag.split("=", 1)[1]
     for key in ("FLWR_TELEMETRY_ENABLED", "FLWR_DISABLE_UPDATE_CHECK"):
         env.pop(key, None)  # the demo must switch these off itself
     result = subprocess.run(
@@ -63,7 +75,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "workdir": workdir,
         "summary": json.loads(result.stdout),
         "stderr": result.stderr,
-        "before_procs": before_procs,
+        "tag": tag,
         "started": started,
         "temp_root": temp_root,
     }
@@ -79,7 +91,7 @@ def test_demo_learns_above_chance(demo_run: dict) -> None:
 def test_demo_leaves_no_process_behind(demo_run: dict) -> None:
     deadline = time.time() + 20
     while True:
-        new = _stray_processes() - demo_run["before_procs"]
+        new = _processes_tagged(demo_run["tag"])
         if not new or time.time() > deadline:
             break
         time.sleep(1)
