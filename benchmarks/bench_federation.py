@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -156,6 +157,10 @@ def main() -> None:
         "overhead_ratio_rounds_2_on": round(steady_sim / steady_local, 3) if steady_local else None,
         "overhead_ratio_all_rounds": round(sum(round_times) / sum(parallel), 3),
         "overhead_per_round_s": round((steady_sim - steady_local) / max(1, len(round_times) - 1), 3),
+        # Medians of rounds 2..N: less sensitive to other jobs on a shared machine than the sums.
+        "overhead_ratio_median_round": round(
+            statistics.median(round_times[1:] or round_times) / statistics.median(parallel[1:] or parallel), 3
+        ),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
     }

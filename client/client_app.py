@@ -64,6 +64,16 @@ def _site_id(root: str) -> str:
     return SiteConfig.load(config_file).site_id if config_file.exists() else Path(root).name
 
 
+@functools.lru_cache(maxsize=2)
+def _model(config: RunConfig) -> Model:
+    """One model object per run config and process, reused across messages.
+
+    Building a ResNet-18 takes about 0.1 s; reuse is safe because every fit and every evaluate starts
+    by setting all of the model's arrays.
+    """
+    return model_from_config(config)
+
+
 class SiteClient(NumPyClient):
     """Trains and evaluates one site's model on its own data; returns arrays and aggregates only."""
 
@@ -135,8 +145,7 @@ def client_fn(context: Context):  # type: ignore[no-untyped-def]
     site = resolve_site_dir(context, config)
     train = _load(site, "train")
     test = _load(site, "test")
-    model = model_from_config(config)
-    return SiteClient(model, train, test, config, _site_id(str(site.root))).to_client()
+    return SiteClient(_model(config), train, test, config, _site_id(str(site.root))).to_client()
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
