@@ -118,7 +118,10 @@ def run_demo(
         num_server_rounds=rounds,
         model="cnn",
         local_epochs=3,
-        learning_rate=0.05,
+        # Adam: with plain SGD (lr 0.05, momentum 0.9) the accuracy after round 3 swung between 0.45 and
+        # 0.99 with the split and the seed; Adam at 0.002 ended at 0.90-0.99 in every trial.
+        optimizer="adam",
+        learning_rate=0.002,
         min_fit_sites=sites,
         site_dirs=tuple(str(s.root) for s in site_dirs),
         out_dir=str(run_dir),
