@@ -147,3 +147,19 @@ def test_wheel_ships_exactly_the_four_packages(tmp_path: Path) -> None:
         tops = {name.split("/")[0] for name in archive.namelist()}
     tops = {t for t in tops if not t.endswith(".dist-info")}
     assert tops == set(PACKAGES)
+
+
+def test_simulations_switch_flower_telemetry_and_update_checks_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo and `fedscan sim` go through run_federation, which must switch Flower's calls home off
+    itself (a user's shell does not have our test settings)."""
+    from simulations.runtime import run_federation
+
+    for key in ("FLWR_TELEMETRY_ENABLED", "FLWR_DISABLE_UPDATE_CHECK"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ValueError, match="out-dir"):
+        run_federation(RunConfig().to_flower(), num_sites=2)  # no out-dir: refused before any Flower work
+    import os
+
+    assert os.environ["FLWR_TELEMETRY_ENABLED"] == "0"
+    assert os.environ["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+    assert os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
