@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +56,16 @@ def _files_under(root: Path, exclude: Path | None = None) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     workdir = tmp_path_factory.mktemp("demo") / "work"
-    temp_root = Path(tempfile.gettempdir())
+    # The demo gets a temp folder of its own, so every temporary file it, Flower or Ray writes can be
+    # searched without confusing it with other tests' files (short: Ray puts sockets under it).
+    temp_root = Path(tempfile.mkdtemp(prefix="fsd-"))
     tag = f"FEDSCAN_TEST_RUN={uuid.uuid4().hex}"
     started = time.time()
     env = dict(os.environ)
     env["FEDSCAN_TEST_RUN"] = tag.split("=", 1)[1]
+    env["TMPDIR"] = str(temp_root)
     for key in ("FLWR_TELEMETRY_ENABLED", "FLWR_DISABLE_UPDATE_CHECK"):
         env.pop(key, None)  # the demo must switch these off itself
     result = subprocess.run(
@@ -71,7 +76,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return {
+    yield {
         "workdir": workdir,
         "summary": json.loads(result.stdout),
         "stderr": result.stderr,
@@ -79,6 +84,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "started": started,
         "temp_root": temp_root,
     }
+    shutil.rmtree(temp_root, ignore_errors=True)
 
 
 def test_demo_learns_above_chance(demo_run: dict) -> None:
@@ -118,12 +124,14 @@ def test_demo_writes_no_plaintext_pixels_or_phi(demo_run: dict) -> None:
     phi = sorted({v.encode(enc, "ignore") for v in values for enc in ("utf-8", "latin-1")})
     assert phi
     files = _files_under(workdir, exclude=exports)
-    # Ray and Flower scratch created during the run, in the temp folder.
-    files += (
-        [p for p in _files_under(demo_run["temp_root"] / "ray") if p.stat().st_mtime >= demo_run["started"]]
-        if (demo_run["temp_root"] / "ray").exists()
-        else []
-    )
+    # Everything written to the demo's temp folder (Ray and Flower scratch, app manifests, spills) ...
+    scratch = _files_under(demo_run["temp_root"])
+    assert scratch, "the demo wrote nothing to its temp folder: did Ray ignore TMPDIR?"
+    files += scratch
+    # ... and Ray's default folder, should anything ignore TMPDIR.
+    default_ray = Path("/tmp/ray")
+    if default_ray.exists():
+        files += [p for p in _files_under(default_ray) if p.stat().st_mtime >= demo_run["started"]]
     leaks = []
     for path in files:
         if path.stat().st_size > 64 * 1024 * 1024:
