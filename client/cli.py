@@ -30,6 +30,12 @@ SITE_DIR_OPTION = typer.Option(..., "--site-dir", help="The site directory (keys
 def site_init(
     site_dir: Path = SITE_DIR_OPTION,
     site_id: str = typer.Option(..., "--site-id", help="This site's name in the federation."),
+    key_source: str = typer.Option(
+        "file",
+        "--key-source",
+        help="Where the site key lives: file (keys/site.key, 0600), env (FEDSCAN_SITE_KEY, set already), "
+        "passphrase (scrypt over FEDSCAN_SITE_PASSPHRASE), or keyring (the OS keyring).",
+    ),
 ) -> None:
     """Create a site: a site key and a de-identification secret (0600) and a site.toml.
 
@@ -37,10 +43,17 @@ def site_init(
     """
     from client.site_init import init_site
 
-    site = init_site(site_dir, site_id)
+    site = init_site(site_dir, site_id, key_source=key_source)
     console.print(f"Site [bold]{site_id}[/] created at {site.root}")
-    console.print(f"  keys (0600): {site.site_key_file}, {site.deid_secret_file} - back them up offline")
-    console.print(f"  settings:    {site.config_file}")
+    key_home = {
+        "file": str(site.site_key_file),
+        "env": "FEDSCAN_SITE_KEY (your secret store)",
+        "passphrase": f"FEDSCAN_SITE_PASSPHRASE + {site.salt_file}",
+        "keyring": f"OS keyring entry fedscan/{site_id}",
+    }[key_source]
+    console.print(f"  site key: {key_home}; de-identification secret (0600): {site.deid_secret_file}")
+    console.print("  back both up offline: without them the sealed data cannot be read")
+    console.print(f"  settings: {site.config_file}")
 
 
 @site_app.command("deidentify")
@@ -232,7 +245,15 @@ def keys_shred(
         typer.confirm(
             f"Shred the keys of {site.root}? Every sealed object there becomes unrecoverable.", abort=True
         )
+    from client.site_config import SiteConfig
+
+    source = SiteConfig.load(site.config_file).key_source
     removed = shred_site_keys(site)
-    console.print(
-        f"Shredded {len(removed)} key file(s) of {site.root}; its sealed data is now unrecoverable."
-    )
+    console.print(f"Shredded {len(removed)} secret(s) of {site.root}: {', '.join(removed)}.")
+    if source == "env":
+        console.print(
+            "[bold yellow]The site key comes from an environment variable: delete it in the secret "
+            "store that injects it, or the sealed data stays readable.[/]"
+        )
+    else:
+        console.print("Its sealed data is now unrecoverable.")

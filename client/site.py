@@ -34,6 +34,11 @@ class SiteDir:
         return self.keys_dir / "site.key"
 
     @property
+    def salt_file(self) -> Path:
+        """The scrypt salt of a site whose key is derived from a passphrase (not secret)."""
+        return self.keys_dir / "site.salt"
+
+    @property
     def deid_secret_file(self) -> Path:
         """The de-identification secret: keys the HMAC behind UIDs, pseudonyms and date shifts."""
         return self.keys_dir / "deid.key"

@@ -17,7 +17,7 @@ from common.errors import ConfigError
 __all__ = ["SiteConfig"]
 
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-KEY_SOURCES = ("file", "env", "passphrase")
+KEY_SOURCES = ("file", "env", "passphrase", "keyring")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class SiteConfig:
     deid_options: tuple[str, ...] = field(default=("retain-modified-dates", "retain-patient-characteristics"))
     key_source: str = "file"
     key_env: str = "FEDSCAN_SITE_KEY"
+    keyring_service: str = "fedscan"
 
     def __post_init__(self) -> None:
         if not _SITE_ID.match(self.site_id):
@@ -65,6 +66,7 @@ class SiteConfig:
                 split_seed=int(site.get("split_seed", 0)),
                 key_source=str(keys.get("source", "file")),
                 key_env=str(keys.get("env", "FEDSCAN_SITE_KEY")),
+                keyring_service=str(keys.get("keyring_service", "fedscan")),
                 deid_options=tuple(
                     str(o) for o in deid.get("options", cls.__dataclass_fields__["deid_options"].default)
                 ),
@@ -90,9 +92,11 @@ class SiteConfig:
             f'ct_window = "{self.ct_window}"\n\n'
             "[keys]\n"
             "# Where the site key comes from: file (keys/site.key, 0600), env (the variable below),\n"
-            "# or passphrase (scrypt over FEDSCAN_SITE_PASSPHRASE with keys/site.salt).\n"
+            "# passphrase (scrypt over FEDSCAN_SITE_PASSPHRASE with keys/site.salt), or keyring (the\n"
+            "# OS keyring entry keyring_service/<site id>; needs the keyring extra).\n"
             f'source = "{self.key_source}"\n'
-            f'env = "{self.key_env}"\n\n'
+            f'env = "{self.key_env}"\n'
+            f'keyring_service = "{self.keyring_service}"\n\n'
             "[deid]\n"
             "# DICOM PS3.15 Annex E basic profile plus these options.\n"
             f"options = [{options}]\n"

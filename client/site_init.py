@@ -7,24 +7,47 @@ from pathlib import Path
 
 from client.site import SiteDir
 from client.site_config import SiteConfig
-from client.site_keys import load_site_key
-from common.crypto import generate_key, load_key_file, write_key_file
-from common.errors import ConfigError
+from client.site_keys import PASSPHRASE_ENV, load_site_key, passphrase_key
+from common.crypto import generate_key, key_from_env, load_key_file, write_key_file
+from common.errors import ConfigError, KeyMaterialError
 from common.fsio import write_private_atomic
 
 __all__ = ["init_site", "load_deid_secret", "load_site_key"]
 
 
-def init_site(root: Path, site_id: str) -> SiteDir:
-    """Create ``root`` as a new site; refuses to touch an existing site's keys or config."""
+SALT_SIZE = 16
+
+
+def init_site(root: Path, site_id: str, *, key_source: str = "file") -> SiteDir:
+    """Create ``root`` as a new site; refuses to touch an existing site's keys or config.
+
+    ``key_source`` says where the site key lives (see :mod:`client.site_keys`): ``file`` creates
+    ``keys/site.key``; ``env`` checks that ``FEDSCAN_SITE_KEY`` holds a key already (the secret store
+    made it); ``passphrase`` creates a random salt and checks that ``FEDSCAN_SITE_PASSPHRASE`` is set;
+    ``keyring`` creates a key and stores it in the OS keyring only. The de-identification secret is
+    always a key file. site.toml is written last: a failed init leaves no site behind.
+    """
     site = SiteDir(Path(root))
-    config = SiteConfig(site_id=site_id)
+    config = SiteConfig(site_id=site_id, key_source=key_source)
     if site.config_file.exists() or site.site_key_file.exists():
         raise ConfigError(f"{site.root} is already a fedscan site; refusing to overwrite its keys.")
+    if key_source == "env":
+        key_from_env(config.key_env)
+    if key_source == "passphrase" and not os.environ.get(PASSPHRASE_ENV):
+        raise KeyMaterialError(f"A passphrase site derives its key from {PASSPHRASE_ENV}: set it first.")
     site.root.mkdir(parents=True, exist_ok=True)
     site.keys_dir.mkdir(mode=0o700, exist_ok=True)
     os.chmod(site.keys_dir, 0o700)
-    write_key_file(site.site_key_file, generate_key())
+    if key_source == "file":
+        write_key_file(site.site_key_file, generate_key())
+    elif key_source == "passphrase":
+        if not site.salt_file.exists():
+            write_private_atomic(site.salt_file, os.urandom(SALT_SIZE))
+        passphrase_key(site)
+    elif key_source == "keyring":
+        from client.os_keyring import store_key_in_keyring
+
+        store_key_in_keyring(config.keyring_service, site_id, generate_key())
     write_key_file(site.deid_secret_file, generate_key())
     write_private_atomic(site.config_file, config.to_toml().encode())
     return site

@@ -6,7 +6,8 @@ The site key wraps the data key of every sealed object under the site directory.
 - ``env``: the environment variable named in site.toml (base64 or hex of 32 bytes), for sites whose
   secrets manager injects it;
 - ``passphrase``: scrypt over the passphrase in ``FEDSCAN_SITE_PASSPHRASE`` with the salt in
-  ``keys/site.salt``.
+  ``keys/site.salt``;
+- ``keyring``: the operating system's keyring (``client.os_keyring``).
 
 Rotation (file source) writes the next key to ``keys/site.key.next``, re-wraps every sealed object's
 data key (payloads are not re-encrypted: cost grows with the number of objects, not their size), then
@@ -47,6 +48,7 @@ __all__ = [
     "RotationReport",
     "load_site_key",
     "load_site_keyring",
+    "passphrase_key",
     "rotate_site_key",
     "sealed_objects",
     "shred_site_keys",
@@ -80,22 +82,30 @@ def _check_not_shredded(site: SiteDir) -> None:
         )
 
 
+def passphrase_key(site: SiteDir) -> SiteKey:
+    """The key derived from ``FEDSCAN_SITE_PASSPHRASE`` and the site's salt file."""
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if not passphrase:
+        raise KeyMaterialError(f"Site {site.root} derives its key from a passphrase: set {PASSPHRASE_ENV}.")
+    try:
+        salt = site.salt_file.read_bytes()
+    except FileNotFoundError:
+        raise KeyMaterialError(
+            f"{site.salt_file} is missing: the passphrase key cannot be derived."
+        ) from None
+    return derive_key_from_passphrase(passphrase, salt)
+
+
 def _source_key(site: SiteDir) -> SiteKey:
     config = SiteConfig.load(site.config_file)
     if config.key_source == "env":
         return key_from_env(config.key_env)
     if config.key_source == "passphrase":
-        passphrase = os.environ.get(PASSPHRASE_ENV)
-        if not passphrase:
-            raise KeyMaterialError(
-                f"Site {site.root} derives its key from a passphrase: set {PASSPHRASE_ENV}."
-            )
-        salt_file = site.keys_dir / "site.salt"
-        try:
-            salt = salt_file.read_bytes()
-        except FileNotFoundError:
-            raise KeyMaterialError(f"{salt_file} is missing: the passphrase key cannot be derived.") from None
-        return derive_key_from_passphrase(passphrase, salt)
+        return passphrase_key(site)
+    if config.key_source == "keyring":
+        from client.os_keyring import key_from_keyring
+
+        return key_from_keyring(config.keyring_service, config.site_id)
     return load_key_file(site.site_key_file)
 
 
@@ -164,24 +174,36 @@ def _overwrite_and_unlink(path: Path) -> None:
     path.unlink()
 
 
-def shred_site_keys(site: SiteDir) -> list[Path]:
-    """Destroy the site key and the de-identification secret; every sealed object becomes unrecoverable."""
+def shred_site_keys(site: SiteDir) -> list[str]:
+    """Destroy the site key and the de-identification secret; every sealed object becomes unrecoverable.
+
+    Returns what was destroyed (key files, and the keyring entry of a keyring site). A key injected
+    through an environment variable lives in the secret store that injects it: fedscan cannot reach
+    it, so for an ``env`` site only the local secrets are destroyed and the caller must say so.
+    """
     _check_not_shredded(site)
+    config = SiteConfig.load(site.config_file)
+    destroyed: list[str] = []
+    if config.key_source == "keyring":
+        from client.os_keyring import delete_key_from_keyring
+
+        destroyed.append(delete_key_from_keyring(config.keyring_service, config.site_id))
     targets = [
         p
         for p in (
             site.site_key_file,
             _next_key_file(site),
             site.deid_secret_file,
-            site.keys_dir / "site.salt",
+            site.salt_file,
         )
         if p.exists()
     ]
     for path in targets:
         _overwrite_and_unlink(path)
+    destroyed += [str(path) for path in targets]
     write_private_atomic(
         site.keys_dir / SHREDDED_MARKER,
         f"shredded at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode(),
     )
     fsync_dir(site.keys_dir)
-    return targets
+    return destroyed

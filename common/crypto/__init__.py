@@ -26,6 +26,7 @@ from common.crypto.keys import (
     derive_key_from_passphrase,
     generate_key,
     key_from_env,
+    key_from_text,
     load_key_file,
     write_key_file,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "derive_key_from_passphrase",
     "generate_key",
     "key_from_env",
+    "key_from_text",
     "load_key_file",
     "open_bytes",
     "open_file",

@@ -39,6 +39,7 @@ __all__ = [
     "derive_key_from_passphrase",
     "generate_key",
     "key_from_env",
+    "key_from_text",
     "load_key_file",
     "write_key_file",
 ]
@@ -290,6 +291,38 @@ def _parse_key_file(path: Path, raw: bytes) -> SiteKey:
 # ---- keys from the environment or a passphrase ---------------------------------------------------
 
 
+def key_from_text(value: str, source: str) -> SiteKey:
+    """Parse a site key written as text: 32 bytes as hex (64 characters) or base64 (standard or URL-safe).
+
+    ``source`` names where the text came from (an environment variable, a keyring entry) for the
+    error message; the value itself is never echoed.
+
+    Raises
+    ------
+    KeyMaterialError
+        If the text is empty or not 32 bytes in either encoding.
+    """
+    value = value.strip()
+    if not value:
+        raise KeyMaterialError(
+            f"{source} is empty; it must hold a 32-byte key as 64 hex characters or base64."
+        )
+    material: bytes | None = None
+    if len(value) == 2 * KEY_SIZE:
+        with contextlib.suppress(ValueError):
+            material = bytes.fromhex(value)
+    if material is None:
+        padded = value + "=" * (-len(value) % 4)
+        with contextlib.suppress(binascii.Error, ValueError):
+            alphabet = b"-_" if ("-" in value or "_" in value) else b"+/"
+            material = base64.b64decode(padded, altchars=alphabet, validate=True)
+    if material is None or len(material) != KEY_SIZE:
+        raise KeyMaterialError(
+            f"{source} does not hold a 32-byte key; set it to 64 hex characters or the base64 of 32 bytes."
+        )
+    return SiteKey.from_material(material)
+
+
 def key_from_env(var: str) -> SiteKey:
     """Read a site key from environment variable ``var``: 32 bytes as hex (64 chars) or base64.
 
@@ -304,24 +337,10 @@ def key_from_env(var: str) -> SiteKey:
     value = os.environ.get(var, "").strip()
     if not value:
         raise KeyMaterialError(
-            f"Environment variable {var} is not set; export it with a 32-byte key as 64 hex characters "
-            "or base64 (e.g. from `fedscan site init`)."
+            f"Environment variable {var} is not set; export the site key (32 bytes as 64 hex characters "
+            "or base64) from the secret store that holds it."
         )
-    material: bytes | None = None
-    if len(value) == 2 * KEY_SIZE:
-        with contextlib.suppress(ValueError):
-            material = bytes.fromhex(value)
-    if material is None:
-        padded = value + "=" * (-len(value) % 4)
-        with contextlib.suppress(binascii.Error, ValueError):
-            alphabet = b"-_" if ("-" in value or "_" in value) else b"+/"
-            material = base64.b64decode(padded, altchars=alphabet, validate=True)
-    if material is None or len(material) != KEY_SIZE:
-        raise KeyMaterialError(
-            f"Environment variable {var} does not hold a 32-byte key; set it to 64 hex characters or "
-            "the base64 of 32 bytes."
-        )
-    return SiteKey.from_material(material)
+    return key_from_text(value, f"Environment variable {var}")
 
 
 def derive_key_from_passphrase(passphrase: str, salt: bytes) -> SiteKey:

@@ -112,30 +112,105 @@ def test_shred_asks_before_destroying(site: SiteDir) -> None:
 
 
 def test_key_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site = init_site(tmp_path / "env-site", "env-site")
-    text = site.config_file.read_text().replace('source = "file"', 'source = "env"')
-    site.config_file.write_text(text)
     monkeypatch.delenv("FEDSCAN_SITE_KEY", raising=False)
     with pytest.raises(KeyMaterialError, match="FEDSCAN_SITE_KEY"):
-        load_site_key(site)
+        init_site(tmp_path / "env-site", "env-site", key_source="env")
+    assert not (tmp_path / "env-site" / "site.toml").exists()  # a failed init leaves no site
     key = generate_key()
     monkeypatch.setenv("FEDSCAN_SITE_KEY", base64.b64encode(key.material).decode())
+    site = init_site(tmp_path / "env-site", "env-site", key_source="env")
+    assert not site.site_key_file.exists()
     assert load_site_key(site).key_id == key.key_id
     _fill(site, 10)
     assert len(_all_records(site, key)) == 10
     with pytest.raises(ConfigError, match="Only file keys"):
         rotate_site_key(site)
+    monkeypatch.setenv("FEDSCAN_SITE_KEY", "not a key")
+    with pytest.raises(KeyMaterialError, match="FEDSCAN_SITE_KEY") as caught:
+        load_site_key(site)
+    assert "not a key" not in str(caught.value)  # the value is never echoed
 
 
 def test_key_from_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site = init_site(tmp_path / "pp-site", "pp-site")
-    site.config_file.write_text(
-        site.config_file.read_text().replace('source = "file"', 'source = "passphrase"')
-    )
-    (site.keys_dir / "site.salt").write_bytes(b"0123456789abcdef")
     monkeypatch.delenv("FEDSCAN_SITE_PASSPHRASE", raising=False)
     with pytest.raises(KeyMaterialError, match="FEDSCAN_SITE_PASSPHRASE"):
-        load_site_key(site)
+        init_site(tmp_path / "pp-site", "pp-site", key_source="passphrase")
     monkeypatch.setenv("FEDSCAN_SITE_PASSPHRASE", "correct horse battery staple")
+    site = init_site(tmp_path / "pp-site", "pp-site", key_source="passphrase")
+    assert not site.site_key_file.exists()
+    assert site.salt_file.stat().st_mode & 0o777 == 0o600 and len(site.salt_file.read_bytes()) == 16
     first = load_site_key(site)
     assert load_site_key(site).key_id == first.key_id  # deterministic from passphrase + salt
+    _fill(site, 10)
+    monkeypatch.setenv("FEDSCAN_SITE_PASSPHRASE", "wrong horse")
+    with pytest.raises(IntegrityError):
+        _all_records(site, load_site_key(site))
+    monkeypatch.setenv("FEDSCAN_SITE_PASSPHRASE", "correct horse battery staple")
+    assert len(_all_records(site, load_site_key(site))) == 10
+    shred_site_keys(site)  # the salt goes: the passphrase alone no longer derives the key
+    assert not site.salt_file.exists()
+    with pytest.raises(KeyMaterialError):
+        load_site_key(site)
+
+
+@pytest.fixture
+def file_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A real keyring backend (keyrings.alt's file keyring) in a folder of this test's own."""
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    import keyring.core
+
+    keyring.core.init_backend()  # reads the variables above
+    yield tmp_path / "xdg"
+    monkeypatch.undo()
+    keyring.core.init_backend()
+
+
+def test_key_in_the_os_keyring(tmp_path: Path, file_keyring: Path) -> None:
+    import keyring
+
+    site = init_site(tmp_path / "kr-site", "kr-site", key_source="keyring")
+    assert not site.site_key_file.exists()
+    stored = keyring.get_password("fedscan", "kr-site")
+    assert stored is not None and len(stored) == 64
+    key = load_site_key(site)
+    assert key.material.hex() == stored
+    _fill(site, 10)
+    assert len(_all_records(site, key)) == 10
+    with pytest.raises(KeyMaterialError, match="exists already"):  # never overwrite another site's key
+        init_site(tmp_path / "kr-site-2", "kr-site", key_source="keyring")
+    destroyed = shred_site_keys(site)
+    assert "keyring entry fedscan/kr-site" in destroyed
+    assert keyring.get_password("fedscan", "kr-site") is None
+    with pytest.raises(KeyMaterialError):
+        load_site_key(site)
+
+
+def test_keyring_entry_missing_is_a_clear_error(tmp_path: Path, file_keyring: Path) -> None:
+    import keyring
+
+    site = init_site(tmp_path / "kr-site", "kr-site", key_source="keyring")
+    keyring.delete_password("fedscan", "kr-site")
+    with pytest.raises(KeyMaterialError, match="fedscan/kr-site does not exist"):
+        load_site_key(site)
+
+
+def test_init_key_source_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = generate_key()
+    monkeypatch.setenv("FEDSCAN_SITE_KEY", key.material.hex())
+    env = {**__import__("os").environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "common.cli", "site", "init", "--site-dir", str(tmp_path / "s"),
+         "--site-id", "s", "--key-source", "env"],
+        capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert load_site_key(SiteDir(tmp_path / "s")).key_id == key.key_id
+    assert 'source = "env"' in (tmp_path / "s" / "site.toml").read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "common.cli", "site", "init", "--site-dir", str(tmp_path / "t"),
+         "--site-id", "t", "--key-source", "usb-stick"],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode != 0 and "keys.source must be one of" in bad.stderr
+    assert "Traceback" not in bad.stderr
