@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 __all__ = ["site_app"]
 
@@ -98,53 +97,57 @@ def site_ingest(
     keep_unlabelled: bool = typer.Option(
         False, "--keep-unlabelled", help="Store files without a label (label -1)."
     ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Worker processes (default: all cores)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """De-identify, preprocess and seal a DICOM folder into the site's encrypted store.
 
+    Every file that does not become a record is listed with its reason. A re-run on the same folder
+    adds only what is not stored yet; an interrupted run keeps what it had committed (docs/ingest.md).
+
     Example: fedscan site ingest --site-dir /srv/fedscan/site-a --input /exports/2026-11 --labels labels.csv
     """
+    from rich.progress import TaskProgressColumn, TimeRemainingColumn
+
     from client.ingest import ingest_folder
+    from client.ingest_tables import ingest_table, problem_lines
     from client.site import SiteDir
 
-    with Progress(
-        TextColumn("ingest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=json_output,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("ingest", total=None)
-        report = ingest_folder(
-            SiteDir(site_dir),
-            input_dir,
-            labels,
-            keep_unlabelled=keep_unlabelled,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+    try:
+        with Progress(
+            TextColumn("ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=json_output,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("ingest", total=None)
+            report = ingest_folder(
+                SiteDir(site_dir),
+                input_dir,
+                labels,
+                keep_unlabelled=keep_unlabelled,
+                workers=workers,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "[bold red]interrupted[/]: the records received so far are committed; "
+            "run the same command again to add the rest."
         )
+        raise typer.Exit(130) from None
     if json_output:
         typer.echo(report.to_json())
         return
-    table = Table(title="ingest")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_row("files seen", str(report.files_seen))
-    table.add_row("records added", str(report.records_added))
-    table.add_row("rejected", str(len(report.rejected)))
-    table.add_row("unlabelled (not stored)", str(len(report.unlabelled)))
-    table.add_row("labels without a file", str(len(report.labels_without_file)))
-    for label, count in sorted(report.per_label.items()):
-        table.add_row(f"label {label}", str(count))
-    for modality, count in sorted(report.per_modality.items()):
-        table.add_row(f"modality {modality or '?'}", str(count))
-    table.add_row("records in store", str(report.total_records))
-    console.print(table)
-    for path, reason in report.rejected[:20]:
-        console.print(f"  rejected {path}: {reason}")
-    if len(report.rejected) > 20:
-        console.print(f"  ... and {len(report.rejected) - 20} more (see {SiteDir(site_dir).reports_dir})")
+    console.print(ingest_table(report))
+    for line in problem_lines(report):
+        console.print(f"  {line}", markup=False, highlight=False)
 
 
 @site_app.command("inspect")
@@ -152,45 +155,33 @@ def site_inspect(
     site_dir: Path = SITE_DIR_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show what the encrypted store holds: counts per split, label and modality (decrypts in memory).
+    """Show what the encrypted store holds and what the last ingest did (decrypts in memory only).
+
+    Records per split, label, modality, manufacturer, transfer syntax and original size, then the last
+    ingest's counts with every rejected file and its reason.
 
     Example: fedscan site inspect --site-dir /srv/fedscan/site-a --json
     """
-    from collections import Counter
-
+    from client.ingest_report import StoreSummary, latest_sealed_report
+    from client.ingest_tables import ingest_table, problem_lines, store_table
     from client.site import SiteDir
     from client.site_init import load_site_key
-    from client.store import SPLITS, read_manifest
+    from client.store import read_manifest
 
     site = SiteDir(site_dir)
-    manifest = read_manifest(site.store_dir, load_site_key(site))
-    by_split = Counter(r.split for r in manifest.records)
-    by_label = Counter(r.label for r in manifest.records)
-    by_modality = Counter(str(r.meta.get("modality", "")) for r in manifest.records)
-    patients = len({r.patient for r in manifest.records})
-    body = {
-        "records": len(manifest.records),
-        "patients": patients,
-        "image_size": manifest.image_size,
-        "splits": {s: by_split.get(s, 0) for s in SPLITS},
-        "labels": {str(k): v for k, v in sorted(by_label.items())},
-        "modalities": dict(sorted(by_modality.items())),
-    }
+    key = load_site_key(site)
+    summary = StoreSummary.of(read_manifest(site.store_dir, key))
+    last = latest_sealed_report(site, key)
     if json_output:
+        body = summary.to_dict()
+        body["last_ingest"] = None if last is None else last.to_dict()
         typer.echo(json.dumps(body, indent=2))
         return
-    table = Table(title=f"store of {site.root}")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    table.add_row("records", str(body["records"]))
-    table.add_row("patients", str(patients))
-    for split in SPLITS:
-        table.add_row(f"split {split}", str(by_split.get(split, 0)))
-    for label, count in sorted(by_label.items()):
-        table.add_row(f"label {label}", str(count))
-    for modality, count in sorted(by_modality.items()):
-        table.add_row(f"modality {modality or '?'}", str(count))
-    console.print(table)
+    console.print(store_table(summary, title=f"store of {site.root}"))
+    if last is not None:
+        console.print(ingest_table(last, title=f"last ingest ({last.started})"))
+        for line in problem_lines(last):
+            console.print(f"  {line}", markup=False, highlight=False)
 
 
 keys_app = typer.Typer(

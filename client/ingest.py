@@ -1,57 +1,133 @@
 """Site ingest: a folder as a PACS exports it, plus labels, becomes the encrypted dataset store.
 
-Per file: read (pydicom) -> join the label on original identifiers -> de-identify in memory ->
-pixels to model input -> record. Records are sealed into the store; nothing plaintext is written.
-Every file that does not become a record is counted and listed with its reason (relative path only).
+The run, end to end (``docs/ingest.md`` says the same for operators):
+
+1. **discover** every regular file under the input folder (:mod:`client.discovery`);
+2. in worker processes (:mod:`client.worker_pool`), for each file (:mod:`client.file_records`): read the
+   header, reject what is not an image, join the label on the original identifiers, skip what the store
+   already holds, de-identify in memory, turn the pixels into model input;
+3. in this process: count every outcome, drop a second copy of an instance that another worker did
+   first, and hand records to :class:`client.store.StoreWriter`, which streams them into sealed shards
+   and **commits** the manifest every few seconds and at the end;
+4. seal the full report into the site directory and write its counts-only summary
+   (:mod:`client.ingest_report`).
+
+Interrupted runs: the manifest is the commit point. Killed at any moment, the store holds what the last
+commit published, every referenced shard whole; shards sealed after it are removed by the next writer.
+Re-running ingest on the same folder skips every instance the store holds (by keyed SOP Instance UID,
+read from the header only) and adds the rest: nothing is added twice. On Ctrl-C the records received
+so far are committed before the interrupt propagates. One ingest at a time per store (a lock).
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
+import datetime as _dt
+import time
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
-from client.deid import Deidentifier, DeidOptions
+from client.deid import DeidOptions
+from client.discovery import discover_files
+from client.file_records import STAGES, FileOutcome, RecordMaker
+from client.ingest_report import IngestReport, save_report
 from client.labels import LabelTable, read_labels
-from client.pixels import PixelSettings, prepare_frames
+from client.pixels import PixelSettings
 from client.site import SiteDir
 from client.site_config import SiteConfig
 from client.site_init import load_deid_secret, load_site_key
-from client.store import Record, StoreWriter
-from common.errors import FedscanError, InputError
-from common.fsio import write_atomic
+from client.store import StoreWriter, store_lock
+from client.worker_pool import default_workers, process_files
+from common.errors import ConfigError, InputError
 
-__all__ = ["IngestReport", "discover_files", "ingest_folder"]
+__all__ = ["IngestReport", "discover_files", "ingest_folder", "site_pixel_settings"]
 
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-
-
-@dataclass
-class IngestReport:
-    """Counts and reasons of one ingest run; holds relative paths and counts, never PHI."""
-
-    files_seen: int = 0
-    records_added: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    unlabelled: list[str] = field(default_factory=list)
-    labels_without_file: list[str] = field(default_factory=list)
-    per_label: Counter[int] = field(default_factory=Counter)
-    per_modality: Counter[str] = field(default_factory=Counter)
-    total_records: int = 0
-
-    def to_json(self) -> str:
-        body = asdict(self)
-        body["per_label"] = {str(k): v for k, v in sorted(self.per_label.items())}
-        body["per_modality"] = dict(sorted(self.per_modality.items()))
-        body["rejected"] = [{"path": p, "reason": r} for p, r in self.rejected]
-        return json.dumps(body, indent=2, sort_keys=True)
+#: Seconds between commits of the manifest during a run (bounds the work a kill can lose).
+DEFAULT_COMMIT_SECONDS = 10.0
 
 
-def discover_files(input_dir: Path) -> list[Path]:
-    """Every regular file below ``input_dir``, in a stable order (PACS exports often have no suffix)."""
-    return sorted(p for p in Path(input_dir).rglob("*") if p.is_file())
+def site_pixel_settings(config: SiteConfig) -> PixelSettings:
+    """The pixel settings of a site (``[pixels]`` of site.toml), validated."""
+    fields = {"size": config.image_size, "ct_window": config.ct_window}
+    for name in ("multiframe", "denoise", "clahe"):  # optional in site.toml
+        if hasattr(config, name):
+            fields[name] = getattr(config, name)
+    return PixelSettings(**fields)  # type: ignore[arg-type]
+
+
+def _deid_options(config: SiteConfig, path: Path) -> DeidOptions:
+    try:
+        return DeidOptions.from_names(config.deid_options)
+    except ValueError as error:
+        raise ConfigError(f"{path}: [deid] options: {error}") from None
+
+
+def _make_maker(
+    input_dir: Path,
+    secret: bytes,
+    options: DeidOptions,
+    pixels: PixelSettings,
+    labels: LabelTable | None,
+    stored: frozenset[str],
+    keep_unlabelled: bool,
+) -> RecordMaker:
+    return RecordMaker(input_dir, secret, options, pixels, labels, stored, keep_unlabelled=keep_unlabelled)
+
+
+def _crashed(path: str) -> FileOutcome:
+    return FileOutcome(
+        path, "rejected", "crashed: decoding this file killed the worker process twice (corrupt data?)"
+    )
+
+
+class _Tally:
+    """The parent's side of a run: counts outcomes, removes cross-worker duplicates, feeds the writer."""
+
+    def __init__(self, report: IngestReport, writer: StoreWriter, labels: LabelTable | None) -> None:
+        self.report = report
+        self.writer = writer
+        self.labels = labels
+        self.first_path: dict[str, str] = {}  # keyed SOP Instance UID -> first file claiming it
+
+    def add(self, outcome: FileOutcome) -> None:
+        report = self.report
+        report.files_read += int(outcome.read)
+        report.deidentified += int(outcome.deidentified)
+        report.bytes_read += outcome.bytes_read
+        for stage, seconds in outcome.seconds.items():
+            report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
+        if outcome.label_key is not None and self.labels is not None:
+            self.labels.mark_used(outcome.label_key)
+        if outcome.conflict:
+            report.conflicting.append(outcome.path)
+        status = outcome.status
+        if outcome.claimed and outcome.sop:
+            first = self.first_path.setdefault(outcome.sop, outcome.path)
+            if first != outcome.path:
+                # Another worker claimed the same instance first: the same file given twice.
+                status = "duplicate"
+                outcome = FileOutcome(
+                    outcome.path,
+                    status,
+                    f"duplicate: the same (0008,0018) SOP Instance UID as {first}, counted once",
+                )
+        if status == "added":
+            self.writer.add_all(outcome.records)  # a file's records join the store together
+            report.files_added += 1
+            for record in outcome.records:
+                report.records_added += 1
+                report.per_label[record.label] += 1
+                report.per_modality[str(record.meta.get("modality", "")) or "?"] += 1
+            if outcome.records and outcome.records[0].label < 0:
+                report.unlabelled.append(outcome.path)
+        elif status == "stored":
+            report.already_stored += 1
+        elif status == "unlabelled":
+            if not outcome.conflict:
+                report.unlabelled.append(outcome.path)
+        else:
+            report.rejected.append((outcome.path, outcome.reason or status))
 
 
 def ingest_folder(
@@ -60,81 +136,122 @@ def ingest_folder(
     labels_csv: Path | None,
     *,
     keep_unlabelled: bool = False,
+    workers: int | None = None,
+    pixels: PixelSettings | None = None,
+    commit_seconds: float = DEFAULT_COMMIT_SECONDS,
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
-    """Ingest ``input_dir`` into the site's store and write a report to ``site.reports_dir``."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    """Ingest ``input_dir`` into the site's encrypted store; see the module docstring.
 
+    Parameters
+    ----------
+    site : SiteDir
+        An initialised site (keys, site.toml).
+    input_dir : Path
+        The PACS export, searched recursively.
+    labels_csv : Path or None
+        The labels CSV (``label`` and one key column). Without it every file is unlabelled, so
+        ``keep_unlabelled`` must be set.
+    keep_unlabelled : bool
+        Store files without a label (label -1), for federated evaluation or later labelling.
+    workers : int, optional
+        Worker processes; default: every CPU available. 1 runs in this process.
+    pixels : PixelSettings, optional
+        Override the site's pixel settings (benchmarks and experiments).
+    commit_seconds : float
+        Seconds between commits of the manifest during the run.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each file.
+
+    Returns
+    -------
+    IngestReport
+        The run's counts and reasons (also sealed into ``site.reports_dir``).
+
+    Raises
+    ------
+    InputError, ConfigError, KeyMaterialError, StoreError
+        Before any file is processed: a missing input folder, a bad labels CSV or site.toml, unsafe
+        keys, a store written by another process or with another split seed.
+    KeyboardInterrupt
+        On Ctrl-C, after the records received so far have been committed.
+    """
+    started = time.perf_counter()
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise InputError(f"Input folder {input_dir} does not exist or is not a folder.")
     config = SiteConfig.load(site.config_file)
     key = load_site_key(site)
-    deidentifier = Deidentifier(load_deid_secret(site), DeidOptions.from_names(config.deid_options))
-    settings = PixelSettings(size=config.image_size, ct_window=config.ct_window)
+    secret = load_deid_secret(site)
+    options = _deid_options(config, site.config_file)
+    settings = pixels if pixels is not None else site_pixel_settings(config)
+    if settings.size != config.image_size:
+        raise ConfigError(
+            f"Pixel size {settings.size} differs from pixels.image_size = {config.image_size} in "
+            f"{site.config_file}; the store holds one size."
+        )
     labels: LabelTable | None = read_labels(labels_csv) if labels_csv else None
-    writer = StoreWriter(site.store_dir, key, image_size=config.image_size, split_seed=config.split_seed)
-
-    report = IngestReport()
+    if labels is None and not keep_unlabelled:
+        raise ConfigError(
+            "No labels file: pass --labels CSV, or --keep-unlabelled to store the images without labels."
+        )
     files = discover_files(input_dir)
-    for index, path in enumerate(files, start=1):
-        relative = path.relative_to(input_dir).as_posix()
-        report.files_seen += 1
-        try:
-            try:
-                ds = pydicom.dcmread(path)
-            except InvalidDicomError:
-                raise InputError("not a DICOM file (no DICM preamble and no recognisable header)") from None
-            except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
-                raise InputError(f"unreadable or truncated DICOM ({type(error).__name__})") from None
-            sop_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
-            if sop_class == DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
-                raise InputError("DICOMDIR (a directory index, not an image)")
-            if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-                raise InputError("no pixel data (not an image object)")
-            label = None
-            if labels is not None:
-                label = labels.lookup(
-                    path=relative,
-                    sop=str(ds.get("SOPInstanceUID", "")),
-                    series=str(ds.get("SeriesInstanceUID", "")),
-                    study=str(ds.get("StudyInstanceUID", "")),
-                )
-            if label is None and not keep_unlabelled:
-                report.unlabelled.append(relative)
-                continue
-            meta = {
-                "modality": str(ds.get("Modality", "")),
-                "manufacturer": str(ds.get("Manufacturer", "")),
-                "rows": int(ds.get("Rows", 0)),
-                "columns": int(ds.get("Columns", 0)),
-                "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")),
-            }
-            deidentifier.deidentify(ds)
-            frames = prepare_frames(ds, settings)
-            for frame in frames:
-                writer.add(
-                    Record(
-                        pixels=frame,
-                        label=-1 if label is None else int(label),
-                        patient=str(ds.get("PatientID", "")),
-                        study=str(ds.get("StudyInstanceUID", "")),
-                        meta=meta,
-                    )
-                )
-                report.records_added += 1
-                report.per_label[-1 if label is None else int(label)] += 1
-                report.per_modality[str(meta["modality"])] += 1
-        except FedscanError as error:
-            report.rejected.append((relative, str(error)))
-        finally:
-            if progress is not None:
-                progress(index, len(files))
+    report = IngestReport(
+        files_seen=len(files),
+        kept_unlabelled=keep_unlabelled,
+        stage_seconds=dict.fromkeys([*STAGES, "seal"], 0.0),
+        started=_dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ"),
+    )
+    n_workers = max(1, min(workers if workers is not None else default_workers(), len(files) or 1))
+    report.workers = n_workers
 
-    if labels is not None:
-        report.labels_without_file = labels.unmatched()
-    manifest = writer.commit()
-    report.total_records = manifest.count()
-    write_atomic(site.reports_dir / "ingest-report.json", report.to_json().encode())
+    with store_lock(site.store_dir):
+        writer = StoreWriter(site.store_dir, key, image_size=settings.size, split_seed=config.split_seed)
+        writer.remove_stale_temporaries()
+        make = partial(
+            _make_maker, input_dir, secret, options, settings, labels, writer.known_sops(), keep_unlabelled
+        )
+        tally = _Tally(report, writer, labels)
+        last_commit = time.monotonic()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # odd but readable files; rejections carry reasons
+                outcomes = process_files(make, files, workers=n_workers, on_crash=_crashed)
+                for done, outcome in enumerate(outcomes, start=1):
+                    before = time.perf_counter()
+                    tally.add(outcome)
+                    if time.monotonic() - last_commit >= commit_seconds:
+                        writer.commit()
+                        last_commit = time.monotonic()
+                    report.stage_seconds["seal"] += time.perf_counter() - before
+                    if progress is not None:
+                        progress(done, len(files))
+        except KeyboardInterrupt:
+            report.interrupted = True
+            _finish(site, report, writer, labels, started)
+            raise
+        _finish(site, report, writer, labels, started)
     return report
+
+
+def _finish(
+    site: SiteDir,
+    report: IngestReport,
+    writer: StoreWriter,
+    labels: LabelTable | None,
+    started: float,
+) -> None:
+    """Commit, complete the report and save it (sealed, plus a counts-only summary)."""
+    before = time.perf_counter()
+    manifest = writer.commit()
+    report.stage_seconds["seal"] = report.stage_seconds.get("seal", 0.0) + time.perf_counter() - before
+    report.total_records = manifest.count()
+    if labels is not None and not report.interrupted:
+        report.labels_without_file = labels.unmatched_lines()
+    if labels is not None:
+        report.label_conflicts = labels.conflict_lines()
+    report.rejected.sort()
+    report.unlabelled.sort()
+    report.conflicting.sort()
+    report.seconds = time.perf_counter() - started
+    save_report(site, writer.key, report)

@@ -34,6 +34,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from client.deid.encode import Chunk, encode_chunks, write_chunks
 from client.deid.engine import METHOD_DESCRIPTION, Deidentifier, DeidRejected
@@ -107,9 +108,12 @@ def _check_complete(ds: Dataset, caught: list[warnings.WarningMessage], size: in
     if len(ds) == 0:
         raise DeidRejected("truncated: no complete data element could be read")
     last = ds.get_item(list(ds.keys())[-1], keep_deferred=True)  # the last element read
+    meta = getattr(ds, "file_meta", None)
+    # A deflated data set is parsed from its inflated copy: value positions are not file offsets.
+    inflated = meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
     if isinstance(last, RawDataElement) and last.length != _UNDEFINED:
         have = len(last.value) if isinstance(last.value, bytes) else size - last.value_tell
-        if have < last.length:
+        if have < last.length and not (inflated and last.value is None):
             raise DeidRejected("truncated: the last element is shorter than its declared length")
     pixels = ds.get_item(0x7FE00010, keep_deferred=True) if 0x7FE00010 in ds else None
     if isinstance(pixels, RawDataElement) and pixels.length != _UNDEFINED:
