@@ -14,7 +14,7 @@ The verification log is generated in memory with the writer's own encoder (no fs
 the append benchmark's business), then written once. Each timing is the best of a few rounds (the
 machines are shared and noisy). Files go to a temporary directory removed at the end.
 
-Run: ``/work/venv/bin/python benchmarks/bench_audit.py [--quick] [--entries N]``.
+Run: ``flock /tmp/fedscan-heavy.lock .venv/bin/python benchmarks/bench_audit.py [--quick] [--entries N]``.
 """
 
 from __future__ import annotations

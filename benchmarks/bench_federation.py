@@ -11,7 +11,11 @@ Prints, measured in the same run on the same sites (a synthetic CT cohort, inges
   is Ray's (before round 1) and the ClientApp actors' (round 1 also imports torch and decrypts each
   store in each actor); so the ratio is taken over rounds 2..N, and also printed over all rounds.
 
-Usage: python benchmarks/bench_federation.py [--sites 10] [--rounds 5] [--slices 100] [--epochs 2]
+Plain FedAvg by default: the cost of the federation itself (Flower, Ray, messages, checks,
+checkpoints). ``--secagg`` runs the same work under SecAgg+ (the default of a real run), whose own cost
+``benchmarks/bench_secagg.py`` breaks down.
+
+Usage: python benchmarks/bench_federation.py [--sites 10] [--rounds 5] [--slices 100] [--epochs 2] [--secagg]
 The machine is shared: the load average before and after is printed with the figures.
 """
 
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from client.policy import SitePolicy
 from client.training import train_locally
 from common.config import RunConfig
 from common.models import model_from_config
@@ -108,6 +113,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--slices", type=int, default=100, help="slices per site (70%% train)")
     parser.add_argument("--epochs", type=int, default=2, help="local epochs per round")
+    parser.add_argument("--secagg", action="store_true", help="run the simulation under SecAgg+")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     concurrent = min(os.cpu_count() or 1, args.sites)
@@ -115,7 +121,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fedscan-bench-") as tmp:
         root = Path(tmp)
         site_set = synthetic_ct_sites(
-            root / "cohort", args.sites, parse_partition("dirichlet:1.0"), seed=3, slices_per_site=args.slices
+            root / "cohort",
+            args.sites,
+            parse_partition("dirichlet:1.0"),
+            seed=3,
+            slices_per_site=args.slices,
+            policy=SitePolicy(require_secure_aggregation=args.secagg),
         )
         config = RunConfig(
             model="cnn",
@@ -124,6 +135,7 @@ def main() -> None:
             optimizer="adam",
             learning_rate=0.002,
             min_fit_sites=args.sites,
+            secure_aggregation=args.secagg,
             site_dirs=tuple(str(p) for p in site_set.site_dirs),
             out_dir=str(root / "run"),
             checkpoints=True,
@@ -143,6 +155,7 @@ def main() -> None:
     steady_sim, steady_local = sum(round_times[1:]), sum(parallel[1:])
     figures = {
         "sites": args.sites,
+        "secure_aggregation": args.secagg,
         "rounds": args.rounds,
         "local_epochs": args.epochs,
         "train_examples": examples,

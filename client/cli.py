@@ -248,3 +248,39 @@ def keys_shred(
         )
     else:
         console.print("Its sealed data is now unrecoverable.")
+
+
+@site_app.command("run")
+def site_run(
+    site_dir: Path = SITE_DIR_OPTION,
+    kit: Path = typer.Option(..., "--kit", help="This site's kit (kit.toml, ca.pem, node.key)."),
+    superlink: str | None = typer.Option(
+        None, "--superlink", help="HOST:PORT to connect to instead of the kit's (e.g. through a proxy)."
+    ),
+    isolation: str = typer.Option(
+        "warm", "--isolation", help="warm (default, fastest), process or subprocess (Flower's default)."
+    ),
+    max_wait: float = typer.Option(
+        0.2, "--max-wait", help="Cap on Flower's idle waits, seconds (0 = Flower's own 3 s polls)."
+    ),
+) -> None:
+    """Check the site (keys 0600, policy, store), then run its SuperNode until Ctrl-C.
+
+    Connects out to the SuperLink over TLS (verified with the kit's CA) with the node key; opens no
+    inbound port. Only model parameters and aggregate metrics leave the site.
+
+    Example: fedscan site run --site-dir /srv/fedscan/site-a --kit /srv/fedscan/kit
+    """
+    from client.site import SiteDir
+    from client.supernode import SiteKit, run_site
+    from common.daemons import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        run_site(
+            SiteDir(site_dir),
+            SiteKit.load(kit),
+            superlink=superlink,
+            isolation=isolation,
+            max_wait=max_wait or None,
+            on_progress=lambda line: console.print(line),
+        )

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Context, Message
+from flwr.app import Context
 from flwr.client import ClientApp, NumPyClient
-from flwr.client.mod import secaggplus_mod
-from flwr.clientapp.typing import ClientAppCallable
 
+from client.audit_mod import site_audit_mod, update_digest_mod
+from client.dp_mods import private_aggregation_mod
+from client.policy_mod import site_policy_mod
 from client.site import SiteDir
 from client.site_config import SiteConfig
 from client.site_init import load_site_key
@@ -45,9 +46,14 @@ def resolve_site_dir(context: Context, config: RunConfig) -> SiteDir:
     return SiteDir(Path(config.site_dirs[partition]))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def _load_split_cached(store_dir: str, manifest_mtime_ns: int, split: str) -> LabelledArrays:
-    """Decrypted splits stay in this process's memory between rounds (never on disk)."""
+    """Decrypted splits stay in this process's memory between rounds (never on disk).
+
+    In a simulation any worker process may serve any virtual site, so the cache holds every site's
+    splits (two entries per site): with fewer entries than that, sites evicted each other and their
+    stores were decrypted again in every round.
+    """
     site = SiteDir(Path(store_dir).parent)
     return load_split(site.store_dir, load_site_key(site), split)
 
@@ -58,7 +64,7 @@ def _load(site: SiteDir, split: str) -> LabelledArrays:
     return _load_split_cached(str(site.store_dir), mtime, split)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def _site_id(root: str) -> str:
     config_file = SiteDir(Path(root)).config_file
     return SiteConfig.load(config_file).site_id if config_file.exists() else Path(root).name
@@ -148,15 +154,9 @@ def client_fn(context: Context):  # type: ignore[no-untyped-def]
     return SiteClient(_model(config), train, test, config, _site_id(str(site.root))).to_client()
 
 
-def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Run SecAgg+ exactly when the run config asks for it, as the ServerApp does.
-
-    A client that always used ``secaggplus_mod`` would fail every fit against a plain server (and
-    Flower would still exit 0); deciding from the shared run config keeps both ends in step.
-    """
-    if RunConfig.from_flower(context.run_config).secure_aggregation:
-        return secaggplus_mod(msg, context, call_next)
-    return call_next(msg, context)
-
-
-app = ClientApp(client_fn=client_fn, mods=[secure_aggregation_mod])
+# The site's policy first (before anything is decrypted), then SecAgg+, clipping, DP noise and the
+# epsilon ledger (client.dp_mods).
+# The audit mods wrap it all (round taken or refused) and see the plain update inside it (client.audit_mod).
+app = ClientApp(
+    client_fn=client_fn, mods=[site_audit_mod, site_policy_mod, private_aggregation_mod, update_digest_mod]
+)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from client.policy import SitePolicy
 from client.site import SiteDir
+from client.site_audit import create_audit_key, record_site_init
 from client.site_config import SiteConfig
 from client.site_keys import PASSPHRASE_ENV, load_site_key, passphrase_key
+from common.audit.federation import site_actor
 from common.crypto import generate_key, key_from_env, load_key_file, write_key_file
 from common.errors import ConfigError, KeyMaterialError
 from common.fsio import write_private_atomic
@@ -18,17 +21,23 @@ __all__ = ["init_site", "load_deid_secret", "load_site_key"]
 SALT_SIZE = 16
 
 
-def init_site(root: Path, site_id: str, *, key_source: str = "file") -> SiteDir:
+def init_site(
+    root: Path, site_id: str, *, key_source: str = "file", policy: SitePolicy | None = None
+) -> SiteDir:
     """Create ``root`` as a new site; refuses to touch an existing site's keys or config.
 
     ``key_source`` says where the site key lives (see :mod:`client.site_keys`): ``file`` creates
     ``keys/site.key``; ``env`` checks that ``FEDSCAN_SITE_KEY`` holds a key already (the secret store
     made it); ``passphrase`` creates a random salt and checks that ``FEDSCAN_SITE_PASSPHRASE`` is set;
     ``keyring`` creates a key and stores it in the OS keyring only. The de-identification secret is
-    always a key file. site.toml is written last: a failed init leaves no site behind.
+    always a key file. site.toml is written last: a failed init leaves no site behind. ``policy``
+    (default: the safe :class:`client.policy.SitePolicy`) goes into its ``[policy]`` table. The site's
+    audit key (``keys/audit.key``) is created with the others, and the audit log starts with
+    ``site.init`` (:mod:`client.site_audit`).
     """
+    site_actor(site_id)  # refuse, before anything is written, an id that cannot name an audit log
     site = SiteDir(Path(root))
-    config = SiteConfig(site_id=site_id, key_source=key_source)
+    config = SiteConfig(site_id=site_id, key_source=key_source, policy=policy or SitePolicy())
     if site.config_file.exists() or site.site_key_file.exists():
         raise ConfigError(f"{site.root} is already a fedscan site; refusing to overwrite its keys.")
     if key_source == "env":
@@ -49,7 +58,9 @@ def init_site(root: Path, site_id: str, *, key_source: str = "file") -> SiteDir:
 
         store_key_in_keyring(config.keyring_service, site_id, generate_key())
     write_key_file(site.deid_secret_file, generate_key())
+    create_audit_key(site)
     write_private_atomic(site.config_file, config.to_toml().encode())
+    record_site_init(site)
     return site
 
 

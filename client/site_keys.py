@@ -162,7 +162,11 @@ def rotate_site_key(site: SiteDir) -> RotationReport:
     # Every object now opens under the new key: promote it, then forget the old one.
     os.replace(next_file, site.site_key_file)
     fsync_dir(site.keys_dir)
-    return RotationReport(count, time.perf_counter() - started, old.key_id, new.key_id)
+    report = RotationReport(count, time.perf_counter() - started, old.key_id, new.key_id)
+    from client.site_audit import record_key_rotation  # imports this module
+
+    record_key_rotation(site, report)
+    return report
 
 
 def _overwrite_and_unlink(path: Path) -> None:
@@ -183,6 +187,9 @@ def shred_site_keys(site: SiteDir) -> list[str]:
     """
     _check_not_shredded(site)
     config = SiteConfig.load(site.config_file)
+    from client.site_audit import record_key_shred, shred_evidence  # imports this module
+
+    evidence = shred_evidence(site)  # what the audit entry records, read while the keys still exist
     destroyed: list[str] = []
     if config.key_source == "keyring":
         from client.os_keyring import delete_key_from_keyring
@@ -206,4 +213,5 @@ def shred_site_keys(site: SiteDir) -> list[str]:
         f"shredded at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode(),
     )
     fsync_dir(site.keys_dir)
+    record_key_shred(site, evidence)
     return destroyed

@@ -68,4 +68,8 @@ def train_locally(
 
         torch.set_num_threads(config.threads)
     plan = plan_for_round(config, server_round, data, proximal_mu=proximal_mu, num_classes=model.num_classes)
+    if config.sample_dp:  # DP-SGD (client.dp_sgd); the site's ledger accounts for it
+        from client.dp_sgd import train_with_dp_sgd
+
+        return train_with_dp_sgd(model, data, plan, config)[0]
     return model.fit(data, plan)

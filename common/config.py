@@ -17,12 +17,13 @@ from typing import Any
 
 from common.errors import ConfigError
 
-__all__ = ["FEATURE_SCALINGS", "MODEL_KINDS", "OPTIMIZERS", "STRATEGIES", "RunConfig"]
+__all__ = ["CLIENT_DP_MODES", "FEATURE_SCALINGS", "MODEL_KINDS", "OPTIMIZERS", "STRATEGIES", "RunConfig"]
 
 MODEL_KINDS = ("cnn", "resnet18", "svm", "rff-svm")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 OPTIMIZERS = ("sgd", "adam")
 FEATURE_SCALINGS = ("none", "federated")
+CLIENT_DP_MODES = ("none", "central", "distributed")
 IMAGE_MODELS = ("cnn", "resnet18")
 # Keys that do not change what a run computes: a checkpoint written under one value resumes under another.
 _RESUME_NEUTRAL = ("resume", "num_server_rounds")
@@ -46,7 +47,11 @@ class RunConfig:
       ``batch-size``, ``class-weighting``, ``augment``, ``threads``;
     * aggregation: ``strategy`` (fedavg, fedprox, fedadam), ``proximal-mu``, ``server-learning-rate``;
     * run: ``num-server-rounds``, ``seed``, ``out-dir``, ``checkpoints``, ``resume``,
-      ``central-test-set`` (a public ``.npz`` with ``x`` and ``y`` the server may score every round).
+      ``central-test-set`` (a public ``.npz`` with ``x`` and ``y`` the server may score every round);
+    * privacy (``docs/privacy.md``): ``secure-aggregation`` (SecAgg+, on by default),
+      ``secagg-dropout-fraction``, ``secagg-timeout``; client-level DP ``client-dp`` (none, central,
+      distributed), ``client-dp-clip``, ``client-dp-noise``; sample-level DP-SGD ``sample-dp``,
+      ``sample-dp-noise`` or ``sample-dp-epsilon``, ``sample-dp-clip``; ``dp-delta``.
     """
 
     num_server_rounds: int = 3
@@ -55,7 +60,7 @@ class RunConfig:
     local_epochs: int = 1
     learning_rate: float = 0.05
     batch_size: int = 32
-    secure_aggregation: bool = False
+    secure_aggregation: bool = True
     fraction_fit: float = 1.0
     min_fit_sites: int = 2
     seed: int = 0
@@ -83,6 +88,17 @@ class RunConfig:
     checkpoints: bool = True
     resume: bool = False
     central_test_set: str = ""
+    # Privacy (docs/privacy.md).
+    secagg_dropout_fraction: float = 0.2
+    secagg_timeout: float = 300.0
+    client_dp: str = "none"
+    client_dp_clip: float = 1.0
+    client_dp_noise: float = 1.0
+    sample_dp: bool = False
+    sample_dp_noise: float = 1.0
+    sample_dp_epsilon: float = 0.0
+    sample_dp_clip: float = 1.0
+    dp_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -118,10 +134,39 @@ class RunConfig:
             (self.batch_size >= 1, "batch-size must be at least 1"),
             (0 < self.fraction_fit <= 1, "fraction-fit must be in (0, 1]"),
             (self.min_fit_sites >= 1, "min-fit-sites must be at least 1"),
+            *self._privacy_checks(),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"Invalid run config: {message}.")
+
+    def _privacy_checks(self) -> list[tuple[bool, str]]:
+        dp_on = self.client_dp != "none"
+        return [
+            (0 <= self.secagg_dropout_fraction < 1, "secagg-dropout-fraction must be in [0, 1)"),
+            (self.secagg_timeout > 0, "secagg-timeout must be positive (seconds)"),
+            (self.client_dp in CLIENT_DP_MODES, f"client-dp must be one of {', '.join(CLIENT_DP_MODES)}"),
+            (
+                not dp_on or self.secure_aggregation,
+                "client-dp needs secure-aggregation = true (without it the server sees every site's update)",
+            ),
+            (not dp_on or self.model != "resnet18", "client-dp cannot clip resnet18's batch-norm counters"),
+            (self.client_dp_clip > 0, "client-dp-clip must be positive"),
+            (not dp_on or self.client_dp_noise > 0, "client-dp-noise must be positive when client-dp is on"),
+            (self.sample_dp_clip > 0, "sample-dp-clip must be positive"),
+            (self.sample_dp_noise > 0, "sample-dp-noise must be positive"),
+            (self.sample_dp_epsilon >= 0, "sample-dp-epsilon must be 0 (use sample-dp-noise) or positive"),
+            (
+                not self.sample_dp or self.model in ("cnn", "svm", "rff-svm"),
+                f"sample-dp is available for the cnn and SVM models, not {self.model}",
+            ),
+            (
+                not self.sample_dp or self.strategy != "fedprox",
+                "sample-dp does not apply FedProx's proximal term; use fedavg or fedadam",
+            ),
+            (not self.sample_dp or not self.augment, "sample-dp does not support augment"),
+            (0 < self.dp_delta < 1, "dp-delta must be in (0, 1)"),
+        ]
 
     @classmethod
     def from_flower(cls, run_config: Mapping[str, Any]) -> RunConfig:

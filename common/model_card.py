@@ -282,24 +282,32 @@ def card_from_server_log(
     *,
     manifests: Mapping[str, str] | None = None,
     metrics: Mapping[str, float] | None = None,
+    final_model_sha256: str | None = None,
+    rounds: int | None = None,
+    delta: float | None = None,
 ) -> ModelCard:
     """Build the card of run ``run_id`` from the server's verified audit log.
 
     Uses ``run.start`` (config, app hash, secure aggregation, DP, initial model), ``round.aggregated``
     (participants, examples, epsilons, metrics), ``checkpoint.saved`` (the chain) and ``model.final``.
     ``manifests`` maps site id to the data manifest hash the site reported; ``metrics`` overrides the
-    last round's metrics.
+    last round's metrics. A server writing the card *before* its ``model.final`` entry (so that the
+    entry can carry the card's hash) passes the final model's hash and the number of rounds instead;
+    ``delta`` is the run's DP delta (only recorded when DP is on).
 
     Raises
     ------
     AuditError
-        If the log failed verification or lacks the run's ``run.start`` or ``model.final``.
+        If the log failed verification or lacks the run's ``run.start`` or ``model.final`` (and no
+        ``final_model_sha256`` was given).
     """
     if not server_log.verification.ok:
         raise AuditError(f"The server's log does not verify: {server_log.verification.failure}.")
     events = [e for e in server_log.entries if e.details.get("run_id") == run_id]
     start = next((e.details for e in events if e.event == "run.start"), None)
     final = next((e.details for e in reversed(events) if e.event == "model.final"), None)
+    if final is None and final_model_sha256 is not None:
+        final = {"model_sha256": final_model_sha256, **({"rounds": rounds} if rounds is not None else {})}
     if start is None or final is None:
         raise AuditError(f"The server's log has no complete run {run_id} (run.start and model.final).")
     if "initial_model_sha256" not in start:
@@ -338,6 +346,7 @@ def card_from_server_log(
         app_sha256=start.get("app_sha256"),
         config=start.get("config", {}),
         epsilon=epsilon,
+        delta=delta if start.get("dp") else None,
         metrics=dict(metrics if metrics is not None else last_metrics),
     )
 

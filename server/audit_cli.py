@@ -162,6 +162,13 @@ def audit_reconcile(
                 highlight=False,
                 markup=False,
             )
+        if result.unchecked_runs:
+            console.print(
+                f"runs in the site logs that the server's log does not mention (not checked): "
+                f"{', '.join(result.unchecked_runs)}",
+                highlight=False,
+                markup=False,
+            )
     if not result.ok:
         raise AuditError(
             f"Reconciliation found {len(result.findings)} difference(s); first: {result.findings[0]}"
@@ -185,24 +192,16 @@ def audit_report(
 
     Example: fedscan audit report --out report.html site-a/audit/audit.jsonl server/audit.jsonl --run-dir run
     """
-    from common.audit import reconcile
-    from common.audit.report import render_report, write_report
+    from common.audit.report import report_of_logs, write_report
     from common.errors import ConfigError
 
     logs = list(logs or [])
     if not logs and run_dir is None:
         raise ConfigError("report needs audit logs, a --run-dir, or both.")
     verified = _read_logs(logs, pubkey, seal_key)
-    servers = [v for v in verified if v.verification.role == "server"]
-    site_logs = [v for v in verified if v.verification.role == "site"]
-    reconciliation = reconcile(site_logs, servers[0]) if len(servers) == 1 and site_logs else None
     rows = _metrics_rows(run_dir) if run_dir is not None else []
-    html = render_report(
-        verified,
-        reconciliation=reconciliation,
-        metrics_rows=rows,
-        run_dir=str(run_dir) if run_dir else None,
-        title=title,
+    html, reconciliation = report_of_logs(
+        verified, metrics_rows=rows, run_dir=str(run_dir) if run_dir else None, title=title
     )
     write_report(out, html)
     bad = [v for v in verified if not v.verification.ok]

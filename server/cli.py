@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -62,3 +63,267 @@ def server_config(
     for key, value in body.items():
         table.add_row(key, repr(value))
     console.print(table)
+
+
+# ---- deployment: provisioning and the training run ----------------------------------------------
+
+provision_app = typer.Typer(
+    help="Provision a federation: a CA, the SuperLink's TLS certificate, a node key and a kit per site.\n\n"
+    "Example: fedscan server provision --federation lung-ct --sites a,b,c "
+    "--superlink-address hub.example.org:9092 --out ./federation",
+    invoke_without_command=True,
+)
+server_app.add_typer(provision_app, name="provision")
+
+FED_DIR_OPTION = typer.Option(..., "--out", help="The federation directory `provision` wrote.")
+
+
+def _split_names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _print_federation(fed, json_output: bool) -> None:  # type: ignore[no-untyped-def]
+    from common.crypto.pki import certificate_info
+
+    cert = certificate_info(fed.server_certificate.read_bytes())
+    body = {
+        "federation": fed.name,
+        "superlink": fed.superlink,
+        "directory": str(fed.root),
+        "server_kit": str(fed.server_dir),
+        "certificate_names": list(fed.names),
+        "certificate_expires": cert.not_after.isoformat(),
+        "sites": [
+            {
+                "site": s.site_id,
+                "status": s.status,
+                "fingerprint": s.fingerprint,
+                "kit": str(fed.site_kit(s.site_id)) if s.status == "active" else None,
+            }
+            for s in sorted(fed.sites, key=lambda s: s.site_id)
+        ],
+    }
+    if json_output:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    console.print(
+        f"Federation [bold]{fed.name}[/] in {fed.root}: SuperLink {fed.superlink} "
+        f"(certificate for {', '.join(fed.names)}, expires {cert.not_after:%Y-%m-%d})"
+    )
+    table = Table()
+    for column in ("site", "status", "node key fingerprint", "kit to send"):
+        table.add_column(column)
+    for site in body["sites"]:
+        table.add_row(site["site"], site["status"], site["fingerprint"], site["kit"] or "-")
+    console.print(table)
+    console.print(f"Server kit: {fed.server_dir}. Move {fed.ca_key} offline (needed only for renew-cert).")
+
+
+@provision_app.callback()
+def server_provision(
+    ctx: typer.Context,
+    federation: str | None = typer.Option(None, "--federation", help="The federation's name."),
+    sites: str | None = typer.Option(None, "--sites", help="Site ids, comma-separated: a,b,c."),
+    superlink_address: str | None = typer.Option(
+        None, "--superlink-address", help="HOST:PORT the sites connect to (goes into the certificate)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="New directory for the federation's files."),
+    extra_names: str = typer.Option(
+        "", "--extra-names", help="Other names/IPs of the SuperLink for its certificate, comma-separated."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create a federation: CA, SuperLink certificate, EC P-384 node keys, a kit per site (keys 0600).
+
+    Example: fedscan server provision --federation lung-ct --sites a,b,c \\
+    --superlink-address hub.example.org:9092 --out ./federation
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from common.errors import ConfigError
+    from server.provision import provision
+
+    missing = [
+        flag
+        for flag, value in (
+            ("--federation", federation),
+            ("--sites", sites),
+            ("--superlink-address", superlink_address),
+            ("--out", out),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigError(f"fedscan server provision needs {', '.join(missing)}.")
+    assert federation and sites and superlink_address and out  # for the type checker
+    fed = provision(
+        out, federation, _split_names(sites), superlink_address, extra_names=_split_names(extra_names)
+    )
+    _print_federation(fed, json_output)
+
+
+@provision_app.command("add-site")
+def provision_add_site(
+    out: Path = FED_DIR_OPTION,
+    site: str = typer.Option(..., "--site", help="The new site's id (or a revoked one, to re-key it)."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Add a site: a new node key and kit for it; nothing else is re-issued.
+
+    A running SuperLink of this kit registers the key at once; otherwise the next `server run` does.
+
+    Example: fedscan server provision add-site --out ./federation --site d
+    """
+    from server.provision import add_site
+    from server.superlink import sync_running
+
+    fed = add_site(out, site)
+    applied = sync_running(fed)
+    _print_federation(fed, json_output)
+    if not json_output:
+        console.print(
+            f"Site {site} registered with the running SuperLink."
+            if applied is not None
+            else f"Site {site}'s key will be registered by the next `fedscan server run`."
+        )
+
+
+@provision_app.command("revoke-site")
+def provision_revoke_site(
+    out: Path = FED_DIR_OPTION,
+    site: str = typer.Option(..., "--site", help="The site to remove."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Revoke a site: its node key is unregistered from the SuperLink and can no longer connect.
+
+    Unregistered at once if this kit's SuperLink runs, else by the next `server run`.
+
+    Example: fedscan server provision revoke-site --out ./federation --site b
+    """
+    from server.provision import revoke_site
+    from server.superlink import sync_running
+
+    fed = revoke_site(out, site)
+    applied = sync_running(fed)
+    _print_federation(fed, json_output)
+    if not json_output:
+        console.print(
+            f"Site {site} unregistered from the running SuperLink."
+            if applied is not None
+            else f"Site {site} will be unregistered by the next `fedscan server run`, before sites connect."
+        )
+
+
+@provision_app.command("renew-cert")
+def provision_renew_cert(
+    out: Path = FED_DIR_OPTION,
+    extra_names: str = typer.Option("", "--extra-names", help="Names/IPs to add, comma-separated."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Issue a new SuperLink TLS certificate from the CA (needs ca/ca.key); sites need nothing new.
+
+    Example: fedscan server provision renew-cert --out ./federation --extra-names hub2.example.org
+    """
+    from server.provision import renew_server_certificate
+
+    _print_federation(renew_server_certificate(out, extra_names=_split_names(extra_names)), json_output)
+
+
+@provision_app.command("show")
+def provision_show(
+    out: Path = FED_DIR_OPTION,
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a federation: SuperLink address and certificate, sites and their status.
+
+    Example: fedscan server provision show --out ./federation --json
+    """
+    from server.provision import load_federation
+
+    _print_federation(load_federation(out), json_output)
+
+
+@server_app.command("run")
+def server_run(
+    kit: Path = typer.Option(..., "--kit", help="The server kit (FED/server) or the federation directory."),
+    assignments: list[str] = typer.Option(
+        [], "--set", help="Override a run-config key: KEY=VALUE (repeatable)."
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out-dir", help="Where the run's records go (default: KIT/runs/<UTC time>)."
+    ),
+    listen: str = typer.Option("0.0.0.0", "--listen", help="Interface the SuperLink listens on."),
+    port: int | None = typer.Option(None, "--port", help="Port (default: the kit's SuperLink address)."),
+    isolation: str = typer.Option(
+        "warm", "--isolation", help="warm (default, fastest), process or subprocess (Flower's default)."
+    ),
+    max_wait: float = typer.Option(
+        0.1, "--max-wait", help="Cap on Flower's idle waits, seconds (0 = Flower's own 3 s polls)."
+    ),
+    database: Path | None = typer.Option(
+        None, "--database", help="SQLite file for the SuperLink's state (default: in memory, faster)."
+    ),
+    wait_for_sites: float = typer.Option(600.0, "--wait-for-sites", help="Seconds to wait for the sites."),
+    timeout: float = typer.Option(43200.0, "--timeout", help="Seconds after which the run is stopped."),
+    json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Start the SuperLink (TLS, node authentication), register the sites' keys and run the training.
+
+    Streams one line per round; the records (metrics.jsonl, checkpoints, final_model.npz,
+    serverapp.log, deployment.json) go to --out-dir. Ctrl-C stops the run and every process.
+
+    Example: fedscan server run --kit ./federation/server --set num-server-rounds=5
+    """
+    from server.deployment import run_deployment
+    from server.provision import load_federation
+    from server.run_records import RoundRecord
+
+    overrides = dict(_parse_assignment(a) for a in assignments)
+    fed = load_federation(kit)
+
+    def on_round(record: RoundRecord) -> None:
+        if json_output:
+            return
+        accuracy = "-" if record.accuracy is None else f"{record.accuracy:.3f}"
+        loss = "-" if record.train_loss is None else f"{record.train_loss:.4f}"
+        console.print(
+            f"round {record.round}: {record.sites_fit} site(s) trained, {record.failures} failure(s), "
+            f"train loss {loss}, accuracy {accuracy}, {record.round_seconds or 0:.1f} s"
+        )
+
+    from common.daemons import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        outcome = run_deployment(
+            fed,
+            overrides,
+            out_dir=out_dir,
+            listen_host=listen,
+            port=port,
+            isolation=isolation,
+            max_wait=max_wait or None,
+            database=database,
+            wait_for_sites=wait_for_sites,
+            timeout=timeout,
+            on_progress=(lambda _: None) if json_output else (lambda line: console.print(line)),
+            on_round=on_round,
+        )
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "run_id": outcome.run_id,
+                    "status": outcome.status,
+                    "out_dir": str(outcome.out_dir),
+                    "sites": list(outcome.sites),
+                    "rounds": len(outcome.rounds),
+                    "seconds": round(outcome.seconds, 2),
+                },
+                indent=2,
+            )
+        )
+        return
+    console.print(
+        f"Run {outcome.run_id} {outcome.status} in {outcome.seconds:.0f} s; final model and records in "
+        f"{outcome.out_dir}"
+    )

@@ -58,6 +58,10 @@ class RoundRecord:
     fit_seconds: float | None = None
     round_seconds: float | None = None
     site_compute_seconds: float = 0.0
+    # SecAgg+ parameters, dropouts, site refusal codes, federation-level epsilon (server/privacy.py).
+    privacy: dict[str, Any] = field(default_factory=dict)
+    # Sites whose update was aggregated: site id -> examples, epsilon, manifest hash (server/audit_trail.py).
+    participants: dict[str, Any] = field(default_factory=dict)
 
 
 def _finite(value: Any) -> Any:

@@ -33,9 +33,11 @@ from common.config import RunConfig
 from common.errors import ConfigError, TrainingError
 from common.models import LabelledArrays, model_from_config
 from common.models.svm import FEATURE_MOMENTS_TASK, standardiser_from_moments
+from server.audit_trail import ServerAuditTrail
 from server.checkpoints import CheckpointStore
+from server.privacy import build_private_fit_workflow
 from server.run_records import RunRecorder
-from server.strategy import build_fit_workflow, build_strategy
+from server.strategy import build_strategy
 
 __all__ = ["ResumableWorkflow", "app", "federated_standardiser", "run_training"]
 
@@ -153,9 +155,14 @@ def run_training(grid: Grid, context: Context) -> RunRecorder:
         model.set_standardiser(*federated_standardiser(grid, config))
         initial = model.get_arrays()
 
+    # The server's audit log: run.start now, each round and checkpoint, the model card at the end.
+    trail = ServerAuditTrail.start(grid, context, config, initial, first_round=start_round)
+
     def checkpoint(server_round: int, arrays: list[np.ndarray], strategy_state: list[np.ndarray]) -> None:
         if checkpoints is not None:
             checkpoints.save(server_round, arrays, strategy_state, config_digest=config.training_digest())
+        if trail is not None:
+            trail.round_finished(server_round, arrays, recorder.round(server_round), checkpoints)
 
     strategy = build_strategy(
         config,
@@ -171,10 +178,21 @@ def run_training(grid: Grid, context: Context) -> RunRecorder:
         strategy=strategy,  # type: ignore[arg-type]
     )
     num_sites = max(config.min_fit_sites, len(config.site_dirs))
-    ResumableWorkflow(start_round, fit_workflow=build_fit_workflow(config, num_sites))(grid, legacy)
+    # SecAgg+ with derived parameters, client-level DP, refusals and epsilon per round (server.privacy).
+    workflow = ResumableWorkflow(start_round, fit_workflow=build_private_fit_workflow(config, num_sites))
+    try:
+        workflow(grid, legacy)
+    except BaseException:
+        if trail is not None:
+            trail.failed()
+        raise
     recorder.save_model(strategy.latest_arrays, config_digest=config.digest())
     failed = [r.round for r in recorder.rounds.values() if r.failures]
     missing = [r for r in range(1, config.num_server_rounds + 1) if r not in recorder.rounds]
+    if trail is not None and (failed or missing):
+        trail.failed()
+    elif trail is not None:
+        trail.finish(strategy.latest_arrays)
     if failed or missing:
         raise TrainingError(
             f"Training run finished with problems: rounds with failures {failed or 'none'}, "

@@ -38,6 +38,7 @@ from common.config import RunConfig
 from common.errors import TrainingError
 from common.metrics import ClassificationCounts, classification_metrics, summarise_counts
 from common.models import LabelledArrays, check_compatible, model_from_config
+from server.audit_trail import fit_participants
 from server.run_records import RunRecorder
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "CheckedFedProx",
     "CheckedStrategy",
     "RoundEndHook",
-    "build_fit_workflow",
     "build_strategy",
     "cast_like",
     "weighted_metrics",
@@ -176,6 +176,7 @@ class CheckedStrategy:
             log.error("Round %d: a site failed to train: %s", server_round, reason)
         record.site_compute_seconds += _compute_seconds(res for _, res in results)
         record.sites_fit = len(accepted)
+        record.participants = fit_participants(accepted)
         record.failures = len(failures) + len(record.rejected)
         record.train_loss = _weighted(
             [
@@ -356,14 +357,3 @@ def build_strategy(
         evaluate_metrics_aggregation_fn=weighted_metrics,
         **extra,
     )
-
-
-def build_fit_workflow(config: RunConfig, num_sites: int):  # type: ignore[no-untyped-def]
-    """The fit workflow: SecAgg+ when secure aggregation is on, else Flower's default (None)."""
-    if not config.secure_aggregation:
-        return None
-    from flwr.server.workflow import SecAggPlusWorkflow
-
-    # Shares go to every site; any two-thirds of them can reconstruct (tolerates a third dropping out).
-    threshold = max(2, math.ceil(2 * num_sites / 3))
-    return SecAggPlusWorkflow(num_shares=num_sites, reconstruction_threshold=threshold)

@@ -6,6 +6,7 @@ Heavy imports (torch, flwr, pydicom) happen inside the commands, never at import
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -78,6 +79,7 @@ def demo_command(
                     "final_accuracy": final.accuracy,
                     "chance_accuracy": result.chance_accuracy,
                     "ingest": [json.loads(r.to_json()) for r in result.ingest_reports],
+                    "audit": _audit_summary(result.audit),
                 },
                 indent=2,
             )
@@ -93,6 +95,27 @@ def demo_command(
     console.print(f"Synthetic PACS exports (fake PHI, plaintext DICOM): {result.cohort_dir}")
     console.print(f"Site directories (keys 0600, sealed stores, reports): {result.workdir / 'sites'}")
     console.print(f"Run records (metrics.jsonl, final_model.npz): {result.run_dir}")
+    if result.audit is not None:
+        audit = result.audit
+        verdict = "all logs verify and reconcile" if audit.ok else "PROBLEMS: see the report"
+        console.print(f"Audit logs (signed, hash-chained; {verdict}): sites/*/audit/, {audit.server_log}")
+        console.print(f"Model card (signed provenance of the final model): {audit.model_card}")
+        console.print(f"Auditor's report (open in a browser): {audit.report}")
+
+
+def _audit_summary(audit) -> dict | None:  # type: ignore[no-untyped-def]
+    """The demo's audit evidence for --json: where it is and whether it checked out."""
+    if audit is None:
+        return None
+    return {
+        "site_logs": [str(p) for p in audit.site_logs],
+        "server_log": str(audit.server_log),
+        "model_card": str(audit.model_card),
+        "report": str(audit.report),
+        "logs_verified": audit.logs_verified,
+        "reconciled": audit.reconciled,
+        "card_problems": list(audit.card_problems),
+    }
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -181,6 +204,49 @@ def _store_image_size(site_dir: Path) -> int:
     return read_manifest(site.store_dir, load_site_key(site)).image_size
 
 
+def _generated_sites(
+    root: Path,
+    count: int,
+    partition: str,
+    slices: int,
+    *,
+    seed: int,
+    secure: bool,
+    resume: bool,
+    announce: Callable[[str], None] | None,
+) -> list[Path]:
+    """Synthetic CT sites for `sim run --sites`: made under ``root``, or the same ones on --resume.
+
+    Their policy is the experiments' safe one, except that it asks for secure aggregation exactly when
+    the run uses it: a researcher's --no-secagg run on generated sites should run, not be refused.
+    """
+    import dataclasses
+
+    from common.errors import ConfigError
+    from simulations.datasets import experiment_policy, synthetic_ct_sites
+    from simulations.partition import parse_partition
+
+    spec = parse_partition(partition)
+    if root.exists() and not resume:
+        raise ConfigError(
+            f"{root} already holds generated sites; pass --resume to continue that run, "
+            "or choose another --out-dir."
+        )
+    if announce is not None and not root.exists():
+        announce(f"[bold cyan]>[/] Generating and ingesting {count} synthetic CT sites ({spec}) under {root}")
+    with console.status("generating sites...", spinner="dots") if announce is not None else _null():
+        made = synthetic_ct_sites(
+            root,
+            count,
+            spec,
+            seed=seed,
+            slices_per_site=slices,
+            reuse=resume,
+            policy=dataclasses.replace(experiment_policy(count), require_secure_aggregation=secure),
+        )
+    return list(made.site_dirs)
+
+
 def _final_metrics(rounds: list) -> dict:  # type: ignore[type-arg]
     final = rounds[-1] if rounds else None
     if final is None:
@@ -192,15 +258,27 @@ def _final_metrics(rounds: list) -> dict:  # type: ignore[type-arg]
 @sim_app.command("run")
 def sim_run(
     site_dir: list[Path] = typer.Option(
-        ..., "--site-dir", help="An ingested site directory (repeat per site)."
+        [], "--site-dir", help="An ingested site directory (repeat per site)."
     ),
+    sites: int = typer.Option(
+        0,
+        "--sites",
+        min=0,
+        max=64,
+        help="Instead of --site-dir: generate N synthetic CT hospitals (scanner differences, label skew) "
+        "under OUT_DIR/cohort, ingest each through `fedscan site ingest`'s pipeline, then federate.",
+    ),
+    partition: str = typer.Option(
+        "dirichlet:1.0", "--partition", help="With --sites: iid or dirichlet:ALPHA (label skew)."
+    ),
+    slices: int = typer.Option(160, "--slices", min=10, help="With --sites: CT slices per generated site."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="Federated rounds."),
     model: str = typer.Option("cnn", "--model", help="cnn, resnet18, svm or rff-svm."),
     strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedprox or fedadam."),
     local_epochs: int = typer.Option(1, "--local-epochs", min=1, help="Local epochs per round."),
     local_steps: int = typer.Option(0, "--local-steps", min=0, help="Local steps per round (0: use epochs)."),
     learning_rate: float = typer.Option(0.02, "--learning-rate", help="Local learning rate."),
-    secagg: bool = typer.Option(False, "--secagg/--no-secagg", help="Secure aggregation (SecAgg+)."),
+    secagg: bool = typer.Option(True, "--secagg/--no-secagg", help="Secure aggregation (SecAgg+, default)."),
     assignments: list[str] = typer.Option(
         [], "--set", help="Any other run-config key: KEY=VALUE (repeatable)."
     ),
@@ -212,17 +290,36 @@ def sim_run(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
-    """Federate sites that were ingested with `fedscan site ingest`, on this machine.
+    """Federate sites on this machine: ingested ones (--site-dir), or N generated ones (--sites).
 
-    Each virtual site opens its own encrypted store with its own key. With --resume, the same command
-    continues after a crash from the last sealed checkpoint in --out-dir, keeping the round numbers.
+    Each virtual site opens its own encrypted store with its own key. --sites N first writes a synthetic
+    CT cohort (DICOM with fake PHI, seeded by the run's seed) and ingests it (de-identification, pixels,
+    sealed store) into N new site directories under OUT_DIR/cohort. With --resume, the same command
+    continues after a crash from the last sealed checkpoint in --out-dir, keeping the round numbers
+    (and, with --sites, the sites it generated).
 
     Example: fedscan sim run --site-dir sites/a --site-dir sites/b --site-dir sites/c --rounds 5 --json
+
+    Example: fedscan sim run --sites 4 --rounds 5 --set optimizer=adam --set learning-rate=0.003
     """
     from common.config import RunConfig
+    from common.errors import ConfigError
     from server.run_records import read_round_records
     from simulations.runtime import run_federation
 
+    if bool(sites) == bool(site_dir):
+        raise ConfigError("Give either --sites N (generated sites) or --site-dir per site, not both.")
+    if sites:
+        site_dir = _generated_sites(
+            out_dir.resolve() / "cohort",
+            sites,
+            partition,
+            slices,
+            seed=_with_overrides(RunConfig(), assignments).seed,
+            secure=secagg,
+            resume=resume,
+            announce=None if json_output else console.print,
+        )
     config = _with_overrides(
         RunConfig(
             num_server_rounds=rounds,

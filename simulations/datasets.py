@@ -22,15 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from client.ingest import ingest_folder
+from client.policy import SitePolicy
 from client.site import SiteDir
 from client.site_init import init_site, load_site_key
 from client.store import Record, StoreWriter
+from common.errors import ConfigError
 from simulations.partition import PartitionSpec, partition_indices
 
 __all__ = [
     "BREAST_CANCER_FEATURES",
     "SiteSet",
     "breast_cancer_sites",
+    "experiment_policy",
     "synthetic_ct_sites",
 ]
 
@@ -47,6 +50,11 @@ class SiteSet:
     description: str = ""
 
 
+def experiment_policy(num_sites: int) -> SitePolicy:
+    """The safe site policy, with a minimum number of sites the experiment can meet (2-site runs too)."""
+    return SitePolicy(min_sites=max(2, min(3, num_sites)))
+
+
 def breast_cancer_sites(root: Path, num_sites: int, partition: PartitionSpec, *, seed: int) -> SiteSet:
     """Split the Wisconsin breast-cancer data across ``num_sites`` new sites under ``root``."""
     from sklearn.datasets import load_breast_cancer
@@ -59,7 +67,9 @@ def breast_cancer_sites(root: Path, num_sites: int, partition: PartitionSpec, *,
     packed[:, : x.shape[1]] = x
     sites = []
     for index, members in enumerate(partition_indices(y, num_sites, partition, seed=seed)):
-        site = init_site(Path(root) / f"site-{index + 1}", f"site-{index + 1}")
+        site = init_site(
+            Path(root) / f"site-{index + 1}", f"site-{index + 1}", policy=experiment_policy(num_sites)
+        )
         writer = StoreWriter(
             site.store_dir,
             load_site_key(site),
@@ -95,10 +105,34 @@ def synthetic_ct_sites(
     slices_per_site: int = 160,
     lesion_contrast_hu: float = 200.0,
     workers: int = 1,
+    reuse: bool = False,
+    policy: SitePolicy | None = None,
 ) -> SiteSet:
-    """Generate a synthetic CT cohort (scanner differences, label skew) and ingest it into new sites."""
+    """Generate a synthetic CT cohort (scanner differences, label skew) and ingest it into new sites.
+
+    The DICOM exports (plaintext, fake PHI) go to ``root/pacs-exports``, the sites to
+    ``root/sites/site-K``. With ``reuse``, sites that an earlier call made under ``root`` are returned
+    as they are (a resumed run must federate the same sites, in the same order); a half-made set is an
+    error, never silently completed. ``policy`` is every new site's policy (default:
+    :func:`experiment_policy`).
+    """
     from simulations.cohort import CohortSpec, generate_cohort
 
+    description = (
+        f"synthetic CT, {num_sites} sites x {slices_per_site} slices, {partition}, "
+        f"lesion {lesion_contrast_hu:g} HU, seed {seed}"
+    )
+    # generate_cohort names its sites site-1 .. site-N, in this order.
+    expected = [SiteDir(Path(root) / "sites" / f"site-{k + 1}") for k in range(num_sites)]
+    if reuse and (Path(root) / "sites").exists():
+        ready = [(s.store_dir / "manifest.fseal").exists() for s in expected]
+        extra = {p.name for p in (Path(root) / "sites").iterdir()} - {s.root.name for s in expected}
+        if not all(ready) or extra:
+            raise ConfigError(
+                f"{Path(root) / 'sites'} does not hold exactly {num_sites} ingested sites "
+                f"(site-1 .. site-{num_sites}); use a new folder to generate them again."
+            )
+        return SiteSet(tuple(s.root for s in expected), image_size=64, description=description)
     spec = CohortSpec(
         n_sites=num_sites,
         slices_per_site=slices_per_site,
@@ -109,14 +143,15 @@ def synthetic_ct_sites(
     cohorts = generate_cohort(Path(root) / "pacs-exports", spec, workers=workers)
     sites: list[SiteDir] = []
     for cohort in cohorts:
-        site = init_site(Path(root) / "sites" / cohort.site_id, cohort.site_id)
+        site = init_site(
+            Path(root) / "sites" / cohort.site_id,
+            cohort.site_id,
+            policy=policy if policy is not None else experiment_policy(num_sites),
+        )
         ingest_folder(site, cohort.dicom_dir, cohort.labels_csv)
         sites.append(site)
     return SiteSet(
         tuple(s.root for s in sites),
         image_size=64,  # the sites' default pixels.image_size
-        description=(
-            f"synthetic CT, {num_sites} sites x {slices_per_site} slices, {partition}, "
-            f"lesion {lesion_contrast_hu:g} HU, seed {seed}"
-        ),
+        description=description,
     )

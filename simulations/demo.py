@@ -21,6 +21,7 @@ from common.config import RunConfig
 from common.errors import ConfigError
 from server.run_records import RoundRecord, read_round_records
 from simulations.cohort import CohortSpec, generate_cohort
+from simulations.demo_audit import DemoAudit, audit_demo_run
 from simulations.runtime import run_federation
 
 __all__ = ["DEMO_MARKER", "DemoResult", "demo_cohort_spec", "run_demo"]
@@ -53,6 +54,7 @@ class DemoResult:
     run_dir: Path
     rounds: tuple[RoundRecord, ...]
     chance_accuracy: float
+    audit: DemoAudit | None = None  # the audit logs, model card and report (simulations.demo_audit)
 
 
 def prepare_workdir(workdir: Path) -> None:
@@ -135,6 +137,8 @@ def run_demo(
     finally:
         stop.set()
         watcher.join(timeout=5)
+    on_stage("Audit: verify every log, reconcile sites with the server, check the model card, report")
+    audit = audit_demo_run(workdir, [s.root for s in site_dirs], run_dir)
     return DemoResult(
         workdir=workdir,
         cohort_dir=cohort_dir,
@@ -143,4 +147,5 @@ def run_demo(
         run_dir=run_dir,
         rounds=tuple(read_round_records(run_dir)),
         chance_accuracy=_chance_accuracy(site_dirs),
+        audit=audit,
     )

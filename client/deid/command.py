@@ -178,7 +178,12 @@ def deidentify_command(
             )
 
     destination = report_path(site_dir, out_path)
-    write_private_atomic(destination, report.to_json().encode("utf-8") + b"\n")
+    report_bytes = report.to_json().encode("utf-8") + b"\n"
+    write_private_atomic(destination, report_bytes)
+    if site_dir is not None:
+        from client.site_audit import record_deid_run
+
+        record_deid_run(SiteDir(Path(site_dir)), report, profile=profile, report_bytes=report_bytes)
     if json_output:
         document = report.to_dict()
         document["report_file"] = str(destination)

@@ -53,6 +53,7 @@ __all__ = [
     "check_details",
     "is_token",
     "new_token",
+    "to_token",
 ]
 
 ROLES: Final = ("site", "server")
@@ -61,8 +62,11 @@ ROLES: Final = ("site", "server")
 REFUSAL_REASONS: Final = (
     "app_not_approved",
     "budget_exhausted",
+    "delta_too_large",
+    "dp_required",
     "invalid_config",
     "model_not_allowed",
+    "secagg_mismatch",
     "secagg_required",
     "too_few_sites",
     "other",
@@ -75,6 +79,7 @@ _DATE_LIKE = re.compile(r"(19|20)\d\d(-?)(0[1-9]|1[0-2])\2(0[1-9]|[12]\d|3[01]).
 _NUMBER_LIKE = re.compile(r"[a-z]{0,4}[-_.]?\d{6,}")
 _DIGITS_AND_SEPARATORS = re.compile(r"[\d._-]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_NON_TOKEN = re.compile(r"[^a-z0-9_.-]+")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _B64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 _MAX_ITEMS = 10_000
@@ -90,6 +95,17 @@ def new_token(prefix: str = "run") -> str:
         token = f"{prefix}-{secrets.token_hex(6)}"
         if is_token(token):
             return token
+
+
+def to_token(text: str, default: str = "other") -> str:
+    """``text`` (a category name of fedscan's own, e.g. ``"burned-in text"``) as a token, else ``default``.
+
+    Lower-cased, every run of other characters replaced by ``-``, cut to 64 characters. For fedscan's
+    own labels (rejection categories, option names), never for data values: a value that normalises
+    into something token-shaped is still whatever it was.
+    """
+    token = _NON_TOKEN.sub("-", text.lower()).strip("-._")[:64].strip("-._")
+    return token if is_token(token) else default
 
 
 def is_token(value: object) -> bool:
@@ -211,7 +227,12 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
             "site",
             "Site created: key material and policy.",
             {"site_id": "token"},
-            {"data_key_id": "key_id", "signing_key_id": "key_id", "policy_sha256": "sha256"},
+            {
+                "data_key_id": "key_id",
+                "signing_key_id": "key_id",
+                "policy_sha256": "sha256",
+                "policy": "config",
+            },
         ),
         "keys.rotate": EventSpec(
             "site",
@@ -233,6 +254,7 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
                 "burned_in_flagged": "count",
                 "config_sha256": "sha256",
                 "output_sha256": "sha256",
+                "report_sha256": "sha256",
             },
         ),
         "ingest.run": EventSpec(
@@ -245,6 +267,10 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
                 "labels": "counts",
                 "store_key_id": "key_id",
                 "config_sha256": "sha256",
+                "total_records": "count",
+                "report_sha256": "sha256",
+                "profile": "token",
+                "options": "tokens",
             },
         ),
         "policy.change": EventSpec(
@@ -289,6 +315,7 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
                 "rounds": "count",
                 "min_fit_sites": "count",
                 "initial_model_sha256": "sha256",
+                "first_round": "count",
             },
         ),
         "round.aggregated": EventSpec(
@@ -309,7 +336,7 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
             "server",
             "A checkpoint of the global model was written.",
             {**_ROUND, "model_sha256": "sha256"},
-            {"prev_model_sha256": "sha256", "bytes": "count"},
+            {"prev_model_sha256": "sha256", "bytes": "count", "file_sha256": "sha256"},
         ),
         "model.final": EventSpec(
             "server",

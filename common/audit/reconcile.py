@@ -19,7 +19,9 @@ model hash). Reconciliation matches the two, both ways:
     A log failed verification: only its entries before the first bad one were reconciled.
 
 Sites the server lists but whose logs were not supplied are reported as *unchecked*, not as
-differences: the auditor decides which logs to ask for.
+differences: the auditor decides which logs to ask for. Likewise, runs a site's log mentions but the
+server's log never does (no entry of the run at all, e.g. a log kept per run directory) are reported as
+unchecked runs; a site claiming a round of a run the server's log *does* know is a difference.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class Reconciliation:
     rounds_checked: int
     participations_checked: int
     sites: tuple[str, ...] = field(default=())
+    unchecked_runs: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -101,6 +104,7 @@ class Reconciliation:
             "rounds_checked": self.rounds_checked,
             "participations_checked": self.participations_checked,
             "sites": list(self.sites),
+            "unchecked_runs": list(self.unchecked_runs),
         }
 
 
@@ -142,6 +146,8 @@ def reconcile(site_logs: Sequence[VerifiedLog], server_log: VerifiedLog) -> Reco
         findings.append(Finding("unverified-log", "server", None, None, str(server_log.verification.failure)))
 
     rounds = _server_rounds(server_log, findings)
+    known_runs = {str(e.details["run_id"]) for e in server_log.entries if "run_id" in e.details}
+    unchecked_runs: set[str] = set()
     unchecked: set[str] = set()
     participations = 0
     for key, (participants, model, ref) in rounds.items():
@@ -187,6 +193,9 @@ def reconcile(site_logs: Sequence[VerifiedLog], server_log: VerifiedLog) -> Reco
     for site, view in sites.items():
         for key, (_, site_ref) in view.taken.items():
             listed = rounds.get(key)
+            if key[0] not in known_runs:
+                unchecked_runs.add(key[0])
+                continue
             if listed is None:
                 findings.append(
                     Finding(
@@ -211,6 +220,7 @@ def reconcile(site_logs: Sequence[VerifiedLog], server_log: VerifiedLog) -> Reco
         rounds_checked=len(rounds),
         participations_checked=participations,
         sites=tuple(sorted(sites)),
+        unchecked_runs=tuple(sorted(unchecked_runs)),
     )
 
 

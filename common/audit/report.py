@@ -28,12 +28,12 @@ from matplotlib.patches import Patch
 
 from common import __version__
 from common.audit.log import utc_timestamp
-from common.audit.reconcile import Reconciliation
+from common.audit.reconcile import Reconciliation, reconcile
 from common.audit.report_template import REPORT_TEMPLATE
 from common.audit.verify import VerifiedLog
 from common.fsio import write_atomic
 
-__all__ = ["ReportFigure", "render_report", "write_report"]
+__all__ = ["ReportFigure", "render_report", "report_of_logs", "write_report"]
 
 _DPI = 100
 
@@ -98,6 +98,24 @@ def render_report(
     )
 
 
+def report_of_logs(
+    logs: Sequence[VerifiedLog],
+    *,
+    metrics_rows: Sequence[Mapping[str, Any]] = (),
+    run_dir: str | None = None,
+    title: str = "fedscan audit report",
+) -> tuple[str, Reconciliation | None]:
+    """The report of ``logs`` (sites and server, in any order), reconciled when exactly one of them is
+    the server's and some are sites'; returns the HTML and the reconciliation (``None`` if none ran)."""
+    servers = [log for log in logs if log.verification.role == "server"]
+    sites = [log for log in logs if log.verification.role == "site"]
+    reconciliation = reconcile(sites, servers[0]) if len(servers) == 1 and sites else None
+    html = render_report(
+        logs, reconciliation=reconciliation, metrics_rows=metrics_rows, run_dir=run_dir, title=title
+    )
+    return html, reconciliation
+
+
 def write_report(path: Path, html: str) -> None:
     """Write the report atomically (mode 0644)."""
     write_atomic(Path(path), html.encode("utf-8"), mode=0o644)
@@ -133,6 +151,7 @@ def _deid_rows(logs: Sequence[VerifiedLog]) -> list[_DeidRow]:
             else:
                 row.records += d["records"]
                 row.records_rejected += d["rejected"]
+                row.profiles.update([d["profile"]] if "profile" in d else [])
                 row.reasons.update(d.get("rejected_reasons", {}))
     for row in rows.values():
         row.profiles = set(sorted(row.profiles))

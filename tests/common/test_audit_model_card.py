@@ -155,3 +155,30 @@ def test_card_fields_are_validated(change: dict[str, object], message: str) -> N
     }
     with pytest.raises(AuditError, match=message):
         ModelCard(**{**fields, **change})  # type: ignore[arg-type]
+
+
+def test_a_card_written_before_model_final_carries_the_final_hash(tmp_path: Path) -> None:
+    """The server writes the card first, then model.final with the card's hash: both must agree."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog.open(path, "server", KEY, role="server") as log:
+        log.append("run.start", run_id="run-1", config_sha256=_h(0xCC), dp=True, initial_model_sha256=_h(0))
+        log.append("round.aggregated", run_id="run-1", round=1, model_sha256=_h(0), participants=["site-a"])
+    verified = read_verified_log(path)
+    with pytest.raises(AuditError, match="no complete run"):
+        card_from_server_log(verified, "run-1")
+    card = card_from_server_log(verified, "run-1", final_model_sha256=_h(9), rounds=1, delta=1e-5)
+    assert card.checkpoints == ((0, _h(0)), (1, _h(9))) and card.delta == 1e-5
+    document = write_model_card(tmp_path / "card.json", card, KEY, signer="server")
+    with AuditLog.open(path, "server", KEY, role="server") as log:
+        log.append(
+            "model.final",
+            run_id="run-1",
+            model_sha256=_h(9),
+            card_sha256=document["signature"]["card_sha256"],
+        )
+    assert (
+        check_card_against_log(
+            load_model_card(tmp_path / "card.json", [KEY.verify_key]), read_verified_log(path)
+        )
+        == []
+    )

@@ -131,3 +131,25 @@ def test_roles_are_checked(tmp_path: Path) -> None:
         reconcile(_read([server]), read_verified_log(server))
     with pytest.raises(AuditError, match="Two site logs"):
         reconcile(_read([sites[0], sites[0]]), read_verified_log(server))
+
+
+def test_runs_the_server_log_never_mentions_are_unchecked_not_different(tmp_path: Path) -> None:
+    """A site keeps one log for life, the server one per run directory: other runs are not differences,
+    but a claimed round in a run the server's log does know still is."""
+    key = generate_signing_key()
+    site = tmp_path / "site-a" / "audit.jsonl"
+    with AuditLog.open(site, "site-a", key, role="site") as log:
+        log.append("round.taken", run_id="run-0", round=1, model_sha256="dd" * 32)  # an earlier run
+        log.append("round.taken", run_id="run-1", round=1, model_sha256=MODELS[1])
+    server = tmp_path / "server" / "audit.jsonl"
+    with AuditLog.open(server, "server", generate_signing_key(), role="server") as log:
+        log.append("run.start", run_id="run-1", config_sha256="cc" * 32)
+        log.append(
+            "round.aggregated", run_id="run-1", round=1, model_sha256=MODELS[1], participants=["site-a"]
+        )
+    result = reconcile(_read([site]), read_verified_log(server))
+    assert result.ok and result.unchecked_runs == ("run-0",) and result.participations_checked == 1
+    with AuditLog.open(site, "site-a", key, role="site") as log:
+        log.append("round.taken", run_id="run-1", round=2, model_sha256=MODELS[2])
+    result = reconcile(_read([site]), read_verified_log(server))
+    assert [(f.kind, f.run_id, f.round) for f in result.findings] == [("unlisted-participation", "run-1", 2)]

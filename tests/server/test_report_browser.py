@@ -1,23 +1,20 @@
 """The audit report opens in headless Chromium: no console errors, and the figures are really drawn.
 
-Chromium comes from Debian's ``chromium`` package; if it is missing and we run as root it is installed
-with apt-get, otherwise the test skips and says why. The page's own Content-Security-Policy forbids
-everything but inline styles and ``data:`` images, so any external resource would show up as a
-console error here.
+Chromium comes from Debian's ``chromium`` package (the ``chromium`` fixtures in tests/conftest.py install
+it with apt-get if it is missing and we run as root; otherwise the test skips and says why). The page's
+own Content-Security-Policy forbids everything but inline styles and ``data:`` images, so any external
+resource would show up as a console error here.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from matplotlib.image import imread
 
 from common.audit import AuditLog
@@ -25,46 +22,6 @@ from common.crypto import generate_signing_key
 from common.model_card import model_sha256
 
 SITES = ("site-a", "site-b", "site-c")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-]
-
-
-def _apt_install() -> str:
-    """Install Debian's chromium (``apt-get update`` only if the first try fails); return the last error."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    last = ""
-    for command in (["install", "-y", "chromium"], ["update"], ["install", "-y", "chromium"]):
-        result = subprocess.run(["apt-get", *command], capture_output=True, text=True, timeout=900, env=env)
-        if command[0] == "install" and result.returncode == 0:
-            return ""
-        last = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1]
-    return last
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(
-            "Chromium is not installed and cannot be installed here (needs root and apt-get); "
-            "install Debian's chromium package to run this test"
-        )
-    problem = _apt_install()
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip(f"Chromium is not installed and `apt-get install -y chromium` failed: {problem}")
-    return found
 
 
 def _federation(root: Path) -> list[Path]:
@@ -118,29 +75,21 @@ def _federation(root: Path) -> list[Path]:
     return [*paths, server]
 
 
-def _chromium(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [binary, *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-
 def _share(image: np.ndarray, rgb: tuple[int, int, int]) -> float:
     """Fraction of pixels within a small distance of colour ``rgb``."""
     pixels = image[..., :3].astype(float) * (255 if image.dtype.kind == "f" else 1)
     return float((np.abs(pixels - np.array(rgb)).max(axis=-1) <= 12).mean())
 
 
-def test_report_opens_in_chromium_with_its_figures(chromium: str, tmp_path: Path) -> None:
+def test_report_opens_in_chromium_with_its_figures(
+    headless_chromium: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     logs = _federation(tmp_path)
     report = tmp_path / "report.html"
     _render(logs, report, tmp_path / "run")
     url = report.as_uri()
 
-    dom = _chromium(chromium, "--dump-dom", url)
+    dom = headless_chromium("--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<h1>fedscan audit report</h1>" in dom.stdout
     assert dom.stdout.count('src="data:image/png;base64,') == 4
@@ -148,7 +97,7 @@ def test_report_opens_in_chromium_with_its_figures(chromium: str, tmp_path: Path
     assert console == [], console
 
     shot = tmp_path / "report.png"
-    result = _chromium(chromium, "--window-size=1280,4200", f"--screenshot={shot}", url)
+    result = headless_chromium("--window-size=1280,4200", f"--screenshot={shot}", url)
     assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
     image = imread(shot)
     assert image.shape[1] == 1280

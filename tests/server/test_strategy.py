@@ -30,7 +30,8 @@ def _fit(arrays: list[np.ndarray], n: int = 10) -> tuple[None, FitRes]:
 
 
 def _strategy(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    config = RunConfig(min_fit_sites=1, **overrides)  # type: ignore[arg-type]
+    # Plain aggregation: these updates are per site (under SecAgg+, the default, the server sees sums).
+    config = RunConfig(**{"min_fit_sites": 1, "secure_aggregation": False, **overrides})  # type: ignore[arg-type]
     recorder = RunRecorder(tmp_path)
     return build_strategy(config, [a.copy() for a in TEMPLATE], recorder), recorder
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.policy import SitePolicy
 from client.site_init import init_site, load_site_key
 from client.store import Record, StoreWriter
 from server.checkpoints import CheckpointStore
@@ -29,7 +30,7 @@ ROUNDS = 12
 
 
 def _make_site(root: Path, name: str, seed: int, size: int = 16, n: int = 200) -> Path:
-    site = init_site(root / name, name)
+    site = init_site(root / name, name, policy=SitePolicy(min_sites=2))  # two-site runs
     rng = np.random.default_rng(seed)
     writer = StoreWriter(
         site.store_dir, load_site_key(site), image_size=size, split_fractions=(0.7, 0.0, 0.3)

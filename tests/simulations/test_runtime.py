@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.policy import SitePolicy
 from client.site_init import init_site, load_site_key
 from client.store import Record, StoreWriter
 from common.config import RunConfig
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _make_site(root: Path, name: str, seed: int, size: int = 16, n: int = 60, positives: float = 0.5) -> Path:
-    site = init_site(root / name, name)
+    site = init_site(root / name, name, policy=SitePolicy(min_sites=2))  # two-site runs
     rng = np.random.default_rng(seed)
     writer = StoreWriter(
         site.store_dir, load_site_key(site), image_size=size, split_fractions=(0.6, 0.0, 0.4)
@@ -58,7 +59,8 @@ def test_run_config_reaches_server_and_clients(tmp_path: Path) -> None:
 
 def test_a_failing_site_makes_the_run_fail(tmp_path: Path) -> None:
     good = _make_site(tmp_path, "good", seed=1)
-    empty = init_site(tmp_path / "empty", "empty").root  # never ingested: its ClientApp cannot load data
+    # Never ingested: its ClientApp cannot load data (its policy accepts this two-site run).
+    empty = init_site(tmp_path / "empty", "empty", policy=SitePolicy(min_sites=2)).root
     config = RunConfig(
         num_server_rounds=1,
         model="svm",

@@ -1,0 +1,171 @@
+"""The outermost ClientApp mod: every message is checked against the site's policy first.
+
+It runs before SecAgg+, before any clipping and before the ClientApp builds its client (which is what
+decrypts the store), so a refused round never touches patient data. What it reads to decide: the
+run config and the message (model kind, whether the message belongs to the SecAgg+ protocol, how many
+sites the protocol shows), ``site.toml``, the code this process runs (:func:`client.policy.app_hash`)
+and, only when the site has a privacy budget, its sealed epsilon ledger. Only after every other check
+has passed, and only for a site with a budget, does it open the store's *manifest* to size the round's
+privacy cost (the number of training records sets DP-SGD's sampling rate).
+
+A refusal is recorded at the site with its reason (``privacy/refusals.jsonl``) and answered with an
+error reply whose reason is only ``fedscan-refusal:<code>``: the server learns the code, nothing more.
+This mod also answers the server's ``training-size`` query (SecAgg+'s ``max_weight``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import cast
+
+from flwr.app import ConfigRecord, Context, Error, Message
+from flwr.app.message_type import MessageType
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, GetPropertiesRes, Status
+from flwr.common.constant import ErrorCode, MessageTypeLegacy
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.compat.common import recorddict_compat as compat
+
+from client.epsilon_ledger import EpsilonLedger, LedgerEntry, record_level_epsilon
+from client.policy import Refusal, RoundRequest, SitePolicy, app_hash, check_round, record_refusal
+from client.site import SiteDir
+from client.site_config import SiteConfig
+from common.config import RunConfig
+from common.privacy.secagg_parameters import TRAINING_SIZE_TASK
+
+__all__ = ["round_entries", "site_policy_mod", "training_records"]
+
+log = logging.getLogger("fedscan.site")
+
+
+def _site(context: Context, config: RunConfig) -> SiteDir:
+    from client.client_app import resolve_site_dir  # client_app imports this module: import late
+
+    return resolve_site_dir(context, config)
+
+
+def _secagg_stage(msg: Message) -> tuple[str | None, ConfigRecord | None]:
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is None or Key.STAGE not in configs:
+        return None, None
+    return str(configs[Key.STAGE]), configs
+
+
+def _sites_in_round(stage: str, configs: ConfigRecord) -> int | None:
+    """How many sites the SecAgg+ protocol shows this site at ``stage`` (itself included)."""
+    if stage == Stage.SETUP:
+        return int(cast(int, configs[Key.SAMPLE_NUMBER]))
+    if stage == Stage.SHARE_KEYS:  # one public-key pair per neighbour, this site's own included
+        return sum(1 for key in configs if key != Key.STAGE)
+    if stage == Stage.COLLECT_MASKED_VECTORS:  # key shares forwarded from every other active site
+        return len(cast(list, configs[Key.SOURCE_LIST])) + 1
+    return None
+
+
+def _server_round(msg: Message) -> int:
+    fit_config = msg.content.config_records.get("fitins.config")
+    return int(cast(int, fit_config.get("server-round", 0))) if fit_config is not None else 0
+
+
+@functools.lru_cache(maxsize=16)
+def _load_policy(config_file: str, mtime_ns: int) -> SitePolicy:
+    from pathlib import Path
+
+    return SiteConfig.load(Path(config_file)).policy
+
+
+def training_records(site: SiteDir) -> int:
+    """The site's number of training records, from its sealed manifest (no pixel is decrypted)."""
+    from client.site_init import load_site_key
+    from client.store import read_manifest
+
+    return read_manifest(site.store_dir, load_site_key(site)).count("train")
+
+
+def round_entries(config: RunConfig, run: str, server_round: int, num_examples: int) -> list[LedgerEntry]:
+    """The ledger entries one training round adds at a site with ``num_examples`` training records."""
+    from client.dp_sgd import round_mechanism
+
+    entries = []
+    if config.sample_dp:
+        m = round_mechanism(config, num_examples)
+        entries.append(
+            LedgerEntry(
+                run, server_round, "sample", m.sampling_rate, m.noise_multiplier, m.steps, config.dp_delta
+            )
+        )
+    if config.client_dp == "distributed":
+        entries.append(
+            LedgerEntry(
+                run, server_round, "client", config.fraction_fit, config.client_dp_noise, 1, config.dp_delta
+            )
+        )
+    if not entries:  # no noise this site can vouch for (none, or the server's own central noise)
+        entries.append(LedgerEntry(run, server_round, "none", 1.0, 0.0, 1, config.dp_delta))
+    return entries
+
+
+def _refuse(msg: Message, site: SiteDir, refusal: Refusal, context: Context, server_round: int) -> Message:
+    record_refusal(site, refusal, run=str(context.run_id), server_round=server_round)
+    log.warning("Refused round %d: %s (%s)", server_round, refusal.code, refusal.reason)
+    return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=refusal.wire_reason), reply_to=msg)
+
+
+def _answer_training_size(msg: Message, site: SiteDir) -> Message:
+    res = GetPropertiesRes(Status(Code.OK, "OK"), {"num-examples": training_records(site)})
+    return Message(compat.getpropertiesres_to_recorddict(res), reply_to=msg)
+
+
+def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Check ``msg`` against the site's policy before anything else; refuse, answer, or pass it on."""
+    config = RunConfig.from_flower(context.run_config)
+    site = _site(context, config)
+    policy = _load_policy(str(site.config_file), site.config_file.stat().st_mtime_ns)
+    kind = msg.metadata.message_type
+    stage, configs = _secagg_stage(msg) if kind == MessageType.TRAIN else (None, None)
+    training = kind == MessageType.TRAIN and stage != Stage.UNMASK
+    trains_now = training and stage in (None, Stage.COLLECT_MASKED_VECTORS)  # this message runs fit
+    private = config.sample_dp or config.client_dp == "distributed"
+    spent = 0.0
+    if training and policy.has_budget and private:
+        from client.site_init import load_site_key
+
+        spent = EpsilonLedger(site).spent(load_site_key(site), policy.max_delta)
+    request = RoundRequest(
+        app_hash=app_hash(),
+        model=config.model,
+        training=training,
+        secure=stage is not None,
+        run_wants_secure=config.secure_aggregation,
+        num_sites=(
+            _sites_in_round(stage, configs)
+            if stage is not None and configs is not None
+            else (config.min_fit_sites if training else None)
+        ),
+        delta=config.dp_delta,
+        differentially_private=private,
+        epsilon_spent=spent,
+    )
+    server_round = _server_round(msg)
+    refusal = check_round(policy, request)
+    if refusal is None and trains_now and policy.has_budget:
+        # Every other check passed: size this round's cost from the manifest (no record decrypted).
+        from client.site_init import load_site_key
+
+        entries = EpsilonLedger(site).entries(load_site_key(site))
+        planned = round_entries(config, str(context.run_id), server_round, training_records(site))
+        after = record_level_epsilon(entries + planned, policy.max_delta)
+        if after > policy.max_epsilon:
+            refusal = Refusal(
+                "budget-exhausted",
+                f"this round would bring epsilon from {spent:.4g} to {after:.4g}, over max_epsilon "
+                f"{policy.max_epsilon:g}",
+            )
+    if refusal is not None:
+        return _refuse(msg, site, refusal, context, server_round)
+    if kind == MessageTypeLegacy.GET_PROPERTIES:
+        ins = compat.recorddict_to_getpropertiesins(msg.content)
+        if ins.config.get("task") == TRAINING_SIZE_TASK:
+            return _answer_training_size(msg, site)
+    return call_next(msg, context)

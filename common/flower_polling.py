@@ -1,0 +1,138 @@
+"""Shorter idle waits in Flower's deployment engine, where Flower 1.42 fixes them in code.
+
+A deployed round is a few message exchanges (2 plain, 5 with SecAgg+), and each exchange meets waits
+that no option or variable changes in Flower 1.42:
+
+* a SuperNode that finds no message for it sleeps **3 s** before asking the SuperLink again
+  (``flwr.supernode.start_client_internal``), and 0.5 s between looks for its ClientApp's reply;
+* the ServerApp's grid sleeps **3 s** between pulls for the sites' replies
+  (``flwr.superlink.grid.http_grid``);
+* whoever pulls a message's objects (a SuperNode from the SuperLink, a ClientApp from its SuperNode,
+  the ServerApp from the SuperLink) and finds one not uploaded yet backs off **1 s, 2 s, 4 s ... 10 s**
+  (``flwr.supercore.inflatable.inflatable_utils``); a warm ClientApp asks early and met this every time.
+
+:func:`shorten_polls` caps them: the sleeping modules get a clock whose ``sleep`` never waits longer
+than ``max_wait`` (every other clock function is the real one), and the object pulls back off from
+``max_wait / 4`` to at most ``max_wait``, still within Flower's overall pull deadline (2 h; the
+per-object try limit, calibrated for the long back-off, is lifted). Nothing else changes: same
+requests, same TLS and authentication, only more often while waiting (a SuperNode at
+``max_wait=0.2`` sends 5 small authenticated requests a second; ``docs/deployment.md`` sizes this
+for large federations). A module not where Flower 1.42 keeps it (another Flower version) is left
+alone and the caller told, so the worst case is Flower's own latency, never a failure.
+
+Run as ``python -m common.flower_polling --max-wait 0.2 flower-supernode ARGS...`` to start Flower's
+own SuperNode command with the capped waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import types
+from collections.abc import Sequence
+
+__all__ = ["POLL_MODULES", "SUPERNODE_IDLE_AFTER", "PollClock", "main", "shorten_polls"]
+
+#: Modules of Flower 1.42 that sleep between polls, by the process they run in.
+POLL_MODULES: dict[str, tuple[str, ...]] = {
+    "supernode": ("flwr.supernode.start_client_internal",),
+    "serverapp": ("flwr.superlink.grid.http_grid",),
+    "clientapp": (),
+}
+#: Flower 1.42's object-pull functions, whose keyword defaults set the back-off.
+PULL_MODULE = "flwr.supercore.inflatable.inflatable_utils"
+PULL_FUNCTIONS = ("pull_objects", "pull_and_inflate_object_from_tree")
+
+
+class PollClock:
+    """Stands in for the ``time`` module inside one Flower module: ``sleep`` is capped, the rest real.
+
+    With ``idle_after`` set, the cap holds only while the process is busy: Flower's long idle poll
+    (3 s) is kept once ``idle_after`` seconds have passed since the last short wait, which Flower asks
+    for only while a message is being handled (a SuperNode waiting for its ClientApp's reply). So a
+    SuperNode polls fast during a run and at Flower's pace between runs, and an idle federation costs
+    the SuperLink no more than with stock Flower; the first message of a run may wait up to 3 s.
+    """
+
+    def __init__(self, max_wait: float, *, idle_after: float | None = None, idle_poll: float = 3.0) -> None:
+        if not 0 < max_wait <= 3:
+            raise ValueError(f"max_wait must be in (0, 3] seconds, got {max_wait}.")
+        self.max_wait = max_wait
+        self.idle_after = idle_after
+        self.idle_poll = idle_poll
+        self._busy_until = time.monotonic() + (idle_after or 0.0)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, but never longer than ``max_wait`` while busy."""
+        now = time.monotonic()
+        if self.idle_after is None:
+            time.sleep(min(seconds, self.max_wait))
+            return
+        if seconds < self.idle_poll:
+            self._busy_until = now + self.idle_after
+        time.sleep(min(seconds, self.max_wait) if now < self._busy_until else seconds)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+#: A SuperNode goes back to Flower's idle pace after this long without a message.
+SUPERNODE_IDLE_AFTER = 60.0
+
+
+def shorten_polls(role: str, max_wait: float) -> list[str]:
+    """Cap the idle waits of Flower's ``role`` process (``supernode``, ``serverapp``, ``clientapp``).
+
+    Applies to this process. Returns what it changed; what this Flower version lacks is skipped. A
+    SuperNode caps its waits only while busy (:class:`PollClock`); a ServerApp or ClientApp task
+    exists only while there is work, so its waits are always capped.
+    """
+    if role not in POLL_MODULES:
+        raise ValueError(f"role must be one of {', '.join(POLL_MODULES)}, not {role!r}.")
+    clock = PollClock(max_wait, idle_after=SUPERNODE_IDLE_AFTER if role == "supernode" else None)
+    changed = []
+    for name in POLL_MODULES[role]:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if isinstance(getattr(module, "time", None), types.ModuleType | PollClock):
+            module.time = clock  # type: ignore[attr-defined]
+            changed.append(name)
+    try:
+        pulls = importlib.import_module(PULL_MODULE)
+    except ImportError:
+        return changed
+    for function_name in PULL_FUNCTIONS:
+        defaults = getattr(getattr(pulls, function_name, None), "__kwdefaults__", None)
+        if isinstance(defaults, dict) and {"initial_backoff", "backoff_cap"} <= defaults.keys():
+            defaults.update(initial_backoff=max_wait / 4, backoff_cap=max_wait, max_tries_per_object=None)
+            changed.append(f"{PULL_MODULE}.{function_name}")
+    return changed
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Start ``flower-supernode`` with capped idle waits (arguments after the command go to Flower)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--max-wait", type=float, default=0.2, help="Longest idle wait, in seconds.")
+    parser.add_argument("command", choices=["flower-supernode"])
+    parser.add_argument("flower_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    changed = shorten_polls("supernode", args.max_wait)
+    where = ", ".join(changed) or "nothing (not Flower 1.42's layout)"
+    print(
+        f"fedscan: idle waits capped at {args.max_wait} s in {where}",
+        file=sys.stderr,
+        flush=True,
+    )
+    from flwr.supernode.cli import flower_supernode
+
+    # Flower parses sys.argv itself and names its exit events after the command.
+    sys.argv = [args.command, *args.flower_args]
+    flower_supernode()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Sample-level DP at a site: the mechanism training uses is the one the ledger accounts for."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from client.dp_sgd import round_mechanism, train_with_dp_sgd
+from client.training import plan_for_round
+from common.config import RunConfig
+from common.errors import ConfigError
+from common.models import LabelledArrays, build_model, model_from_config
+from common.privacy.accounting import epsilon_of
+
+
+def _breast_cancer() -> LabelledArrays:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    x = np.zeros((len(data.data), 36))
+    x[:, :30] = (data.data - data.data.mean(0)) / data.data.std(0)
+    return LabelledArrays(x.reshape(-1, 6, 6), 1 - data.target)
+
+
+def test_a_target_epsilon_is_spent_over_the_whole_run_and_not_more() -> None:
+    config = RunConfig(
+        model="svm", sample_dp=True, sample_dp_epsilon=3.0, num_server_rounds=10, batch_size=32
+    )
+    mechanism = round_mechanism(config, 90)
+    assert mechanism.sampling_rate == pytest.approx(1 / 3) and mechanism.steps == 3
+    spent = epsilon_of([dataclasses.replace(mechanism, steps=mechanism.steps * 10)], 1e-5)
+    assert 2.9 <= spent <= 3.0
+    with pytest.raises(ConfigError):
+        round_mechanism(dataclasses.replace(config, sample_dp_epsilon=1e-9), 90)
+
+
+def test_noisy_clipped_sgd_trains_the_svm_and_more_noise_costs_accuracy() -> None:
+    data = _breast_cancer()
+    accuracies = {}
+    for noise in (0.5, 200.0):
+        config = RunConfig(
+            model="svm",
+            image_size=6,
+            num_features=30,
+            sample_dp=True,
+            sample_dp_noise=noise,
+            learning_rate=0.01,
+        )
+        model = model_from_config(config)
+        for server_round in range(1, 6):
+            train_with_dp_sgd(model, data, plan_for_round(config, server_round), config)
+        accuracies[noise] = model.evaluate(data).accuracy
+    assert accuracies[0.5] > 0.9
+    assert accuracies[200.0] < accuracies[0.5] - 0.1
+
+
+def test_opacus_dp_sgd_trains_a_copy_and_leaves_the_sites_model_clean() -> None:
+    config = RunConfig(model="cnn", image_size=16, cnn_widths="4,8", sample_dp=True, batch_size=8)
+    model = build_model("cnn", image_size=16, widths=(4, 8), seed=0)
+    rng = np.random.default_rng(0)
+    data = LabelledArrays(rng.random((24, 16, 16)).astype(np.float32), rng.integers(0, 2, 24))
+    model.evaluate(data)  # a ClientApp reuses its model: evaluation leaves it in eval mode
+    before = model.get_arrays()
+    result, mechanism = train_with_dp_sgd(model, data, plan_for_round(config, 1), config)
+    assert result.steps == mechanism.steps == 3
+    after = model.get_arrays()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert all(a.dtype == b.dtype for a, b in zip(before, after, strict=True))
+    network = model.network  # type: ignore[attr-defined]
+    assert not any(m._forward_hooks or m._backward_hooks for m in network.modules())
+    assert not any(hasattr(p, "grad_sample") for p in network.parameters())

@@ -1,0 +1,62 @@
+"""The capped idle waits act on the real Flower modules, and only where they should."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+from common.flower_polling import POLL_MODULES, PollClock, shorten_polls
+
+
+def test_poll_clock_caps_sleep_and_keeps_the_rest_of_time() -> None:
+    clock = PollClock(0.05)
+    started = time.monotonic()
+    clock.sleep(3)
+    assert time.monotonic() - started < 1.0
+    assert clock.monotonic() >= started and clock.time() > 0  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="max_wait"):
+        PollClock(0)
+
+
+def test_an_idle_supernode_returns_to_flowers_pace() -> None:
+    clock = PollClock(0.01, idle_after=0.2, idle_poll=0.3)
+    clock.sleep(0.3)  # busy at start: capped
+    time.sleep(0.25)  # no short wait for longer than idle_after: idle
+    started = time.monotonic()
+    clock.sleep(0.3)
+    assert time.monotonic() - started >= 0.29
+    clock.sleep(0.1)  # a short wait (a reply being awaited) means busy again
+    started = time.monotonic()
+    clock.sleep(0.3)
+    assert time.monotonic() - started < 0.2
+
+
+def test_shorten_polls_patches_flowers_waits_in_a_fresh_process() -> None:
+    code = (
+        "from common.flower_polling import shorten_polls\n"
+        "changed = shorten_polls('serverapp', 0.1)\n"
+        "import flwr.superlink.grid.http_grid as g\n"
+        "from flwr.supercore.inflatable import inflatable_utils as u\n"
+        "assert type(g.time).__name__ == 'PollClock', g.time\n"
+        "assert u.pull_objects.__kwdefaults__['backoff_cap'] == 0.1\n"
+        "assert u.pull_objects.__kwdefaults__['max_tries_per_object'] is None\n"
+        "assert u.pull_objects.__kwdefaults__['max_time'] == 7200\n"
+        "print(sorted(changed))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "flwr.superlink.grid.http_grid" in done.stdout
+    assert "pull_and_inflate_object_from_tree" in done.stdout
+
+
+def test_modules_exist_in_this_flower() -> None:
+    """If Flower moves these, the caps silently stop applying: fail here instead."""
+    for modules in POLL_MODULES.values():
+        for name in modules:
+            assert hasattr(importlib.import_module(name), "time"), name
+    with pytest.raises(ValueError, match="role"):
+        shorten_polls("superlink", 0.1)
