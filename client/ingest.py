@@ -35,6 +35,7 @@ from client.ingest_report import IngestReport, save_report
 from client.labels import LabelTable, read_labels
 from client.pixels import PixelSettings
 from client.site import SiteDir
+from client.site_audit import record_ingest_run
 from client.site_config import SiteConfig
 from client.site_init import load_deid_secret, load_site_key
 from client.store import StoreWriter, store_lock
@@ -47,13 +48,18 @@ __all__ = ["IngestReport", "discover_files", "ingest_folder", "site_pixel_settin
 DEFAULT_COMMIT_SECONDS = 10.0
 
 
-def site_pixel_settings(config: SiteConfig) -> PixelSettings:
-    """The pixel settings of a site (``[pixels]`` of site.toml), validated."""
-    fields = {"size": config.image_size, "ct_window": config.ct_window}
-    for name in ("multiframe", "denoise", "clahe"):  # optional in site.toml
-        if hasattr(config, name):
-            fields[name] = getattr(config, name)
-    return PixelSettings(**fields)  # type: ignore[arg-type]
+def site_pixel_settings(config: SiteConfig, path: Path | str = "site.toml") -> PixelSettings:
+    """The pixel settings of a site (``[pixels]`` of site.toml at ``path``), validated."""
+    try:
+        return PixelSettings(
+            size=config.image_size,
+            ct_window=config.ct_window,
+            multiframe=config.multiframe,
+            denoise=config.denoise,
+            clahe=config.clahe,
+        )
+    except ConfigError as error:
+        raise ConfigError(f"{path} [pixels]: {error}") from None
 
 
 def _deid_options(config: SiteConfig, path: Path) -> DeidOptions:
@@ -184,7 +190,7 @@ def ingest_folder(
     key = load_site_key(site)
     secret = load_deid_secret(site)
     options = _deid_options(config, site.config_file)
-    settings = pixels if pixels is not None else site_pixel_settings(config)
+    settings = pixels if pixels is not None else site_pixel_settings(config, site.config_file)
     if settings.size != config.image_size:
         raise ConfigError(
             f"Pixel size {settings.size} differs from pixels.image_size = {config.image_size} in "
@@ -255,3 +261,4 @@ def _finish(
     report.conflicting.sort()
     report.seconds = time.perf_counter() - started
     save_report(site, writer.key, report)
+    record_ingest_run(site, report, manifest, writer.key.key_id)

@@ -19,7 +19,6 @@ from pydicom.uid import UID
 from client.deid import pseudonymize_uid
 from client.ingest import ingest_folder
 from client.ingest_report import StoreSummary, latest_sealed_report
-from client.pixels import PixelSettings
 from client.site import SiteDir
 from client.site_init import init_site, load_deid_secret
 from client.site_keys import load_site_key
@@ -148,9 +147,10 @@ def test_multiframe_files_follow_the_sites_frame_rule(tmp_path: Path) -> None:
         assert entry.meta["frames"] == frames[uid] and entry.frame == 0
         assert entry.meta["modality"] == "MR" and pixels.shape == (32, 32)
 
-    split = _site(tmp_path / "split", options=masking)
-    settings = PixelSettings(size=32, multiframe="split")
-    report = ingest_folder(split, cohort.dicom_dir, cohort.labels_csv, pixels=settings)
+    split = _site(tmp_path / "split", options=masking)  # the rule comes from site.toml
+    config = split.config_file.read_text()
+    split.config_file.write_text(config.replace('multiframe = "middle"', 'multiframe = "split"'))
+    report = ingest_folder(split, cohort.dicom_dir, cohort.labels_csv)
     assert report.records_added == sum(frames.values())
     secret = load_deid_secret(split)
     records = _records(split)
@@ -419,3 +419,23 @@ def test_ingest_and_inspect_commands_show_the_same_counts(tmp_path: Path) -> Non
         build_app(), ["site", "ingest", "--site-dir", str(site.root), "--input", "/nonexistent"]
     )
     assert missing.exit_code != 0
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [('multiframe = "average"', "multiframe"), ('denoise = "yes"', "denoise"), ("clahe = 1", "clahe")],
+)
+def test_bad_pixel_settings_in_site_toml_are_named_before_anything_is_read(
+    tmp_path: Path, line: str, named: str
+) -> None:
+    site = _site(tmp_path / "site")
+    key = line.split(" = ")[0]
+    text = "\n".join(
+        line if row.startswith(f"{key} = ") else row for row in site.config_file.read_text().splitlines()
+    )
+    site.config_file.write_text(text + "\n")
+    export = tmp_path / "export"
+    export.mkdir()
+    with pytest.raises(ConfigError, match=named):
+        ingest_folder(site, export, None, keep_unlabelled=True)
+    assert not site.store_dir.exists() or not any(site.store_dir.iterdir())
