@@ -13,7 +13,8 @@ What it does, in one run:
 5. prints files/s and MB/s (input bytes) for both and the ratio.
 
 fedscan runs through its CLI, ``fedscan site deidentify IN OUT --workers N`` (the secret from
-``FEDSCAN_DEID_SECRET``); its outputs are written atomically with fsync, dicom-anonymizer's are not.
+``FEDSCAN_DEID_SECRET``); its outputs are written atomically and synced to disk once at the end;
+dicom-anonymizer's are not synced.
 
 Usage::
 

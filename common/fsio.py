@@ -3,18 +3,23 @@
 The pattern is the classic one (POSIX rename is atomic within a file system): write to a temporary
 file in the *same directory*, flush and fsync it, rename it over the target, then fsync the directory
 so the rename itself survives a power cut.
+
+Bulk writers of re-creatable files (de-identified copies) may skip the per-file fsyncs
+(``durable=False``: still atomic for every reader, since rename is) and make the whole batch durable
+with one :func:`sync_filesystem` before they report success.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_writer", "fsync_dir", "write_atomic", "write_private_atomic"]
+__all__ = ["atomic_writer", "fsync_dir", "sync_filesystem", "write_atomic", "write_private_atomic"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -26,12 +31,28 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def sync_filesystem(path: Path) -> None:
+    """Flush every pending write of the file system holding ``path`` (Linux ``syncfs``, else ``sync``)."""
+    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"syncfs failed: {os.strerror(error)}", str(path))
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_writer(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, *, mode: int = 0o600, durable: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` atomically when the block exits without error.
 
     The temporary file is created with ``mode`` from the start (never world-readable, even briefly)
     and removed if the block raises, so an interrupted write leaves the previous content intact.
+    ``durable=False`` skips the fsyncs; the caller then owes a :func:`sync_filesystem`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,9 +63,11 @@ def atomic_writer(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -11,8 +11,13 @@ report lists input paths (relative) only for rejected files, never a mapping fro
 
 Parallelism: files are split into chunks handled by a process pool (one
 :class:`~client.deid.engine.Deidentifier` per worker, created once); small runs stay in process. In
-each process, the atomic writes (write, fsync, rename, fsync the directory) run on a few threads, so
-that waiting for the disk overlaps with parsing the next file.
+each process, the atomic writes (temporary file, rename) run on a few threads, so that waiting for the
+disk overlaps with parsing the next file.
+
+Durability: outputs are re-creatable from the inputs, so they are not fsynced one by one; one
+``syncfs`` of the output file system makes them all durable before the report is returned. Every
+reader sees a whole file or none at any time; only a power cut *during* a run can leave outputs that
+a re-run (which rewrites every output) must replace.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from client.deid.encode import Chunk, encode_chunks, write_chunks
 from client.deid.engine import METHOD_DESCRIPTION, Deidentifier, DeidRejected
 from client.deid.options import DeidOptions
 from client.deid.report import DeidReport, Rejection
-from common.fsio import atomic_writer
+from common.fsio import atomic_writer, sync_filesystem
 
 __all__ = ["FileResult", "deidentify_file", "deidentify_folder", "discover", "read_dataset"]
 
@@ -213,7 +218,7 @@ def _prepare(deid: Deidentifier, in_root: Path, rel: str) -> tuple[FileResult, l
 def _write(out_root: Path, result: FileResult, payload: list[Chunk]) -> FileResult:
     assert result.output is not None
     try:
-        with atomic_writer(out_root / result.output, mode=0o600) as handle:
+        with atomic_writer(out_root / result.output, mode=0o600, durable=False) as handle:
             write_chunks(payload, handle)
     except OSError as exc:
         code = errno.errorcode.get(exc.errno or 0, "I/O error")
@@ -222,7 +227,7 @@ def _write(out_root: Path, result: FileResult, payload: list[Chunk]) -> FileResu
 
 
 class _Writers:
-    """Atomic writes on a few threads: each write waits for two fsyncs, which overlap well.
+    """Atomic writes on a few threads, overlapping the disk with the parsing of the next file.
 
     At most ``2 * threads`` encoded files wait in memory; :meth:`submit` blocks beyond that.
     """
@@ -301,8 +306,8 @@ def _run_chunk(
 def _chunks(items: list[str], workers: int) -> Iterator[list[str]]:
     """Split ``items`` round-robin into chunks of at most 256, about four per worker.
 
-    Round-robin spreads large and small files evenly. Few chunks matter: a worker waits for the
-    fsyncs of its last writes at the end of each chunk.
+    Round-robin spreads large and small files evenly. Few chunks matter: a worker waits for its
+    last writes at the end of each chunk.
     """
     count = max(workers * 4, -(-len(items) // 256))
     for start in range(min(count, len(items))):
@@ -380,6 +385,7 @@ def deidentify_folder(
                 results.extend(future.result())
                 if progress is not None:
                     progress(len(results), total)
+    sync_filesystem(out_root)  # every output durable before the run reports it
     report = DeidReport(
         profile=METHOD_DESCRIPTION,
         options=options.option_names,
