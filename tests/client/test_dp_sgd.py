@@ -37,9 +37,11 @@ def test_a_target_epsilon_is_spent_over_the_whole_run_and_not_more() -> None:
 
 
 def test_noisy_clipped_sgd_trains_the_svm_and_more_noise_costs_accuracy() -> None:
+    """The noise is drawn from the OS, never seeded: one drowned model can still land on a good
+    direction by chance (1 in 5 here), so the drowned side is averaged over ten trainings."""
     data = _breast_cancer()
-    accuracies = {}
-    for noise in (0.5, 200.0):
+
+    def trained_accuracy(noise: float) -> float:
         config = RunConfig(
             model="svm",
             image_size=6,
@@ -51,9 +53,12 @@ def test_noisy_clipped_sgd_trains_the_svm_and_more_noise_costs_accuracy() -> Non
         model = model_from_config(config)
         for server_round in range(1, 6):
             train_with_dp_sgd(model, data, plan_for_round(config, server_round), config)
-        accuracies[noise] = model.evaluate(data).accuracy
-    assert accuracies[0.5] > 0.9
-    assert accuracies[200.0] < accuracies[0.5] - 0.1
+        return model.evaluate(data).accuracy
+
+    useful = trained_accuracy(0.5)
+    drowned = [trained_accuracy(200.0) for _ in range(10)]
+    assert useful > 0.9
+    assert float(np.mean(drowned)) < useful - 0.1, drowned
 
 
 def test_opacus_dp_sgd_trains_a_copy_and_leaves_the_sites_model_clean() -> None:
