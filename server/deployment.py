@@ -30,6 +30,7 @@ from common import __version__
 from common.config import RunConfig
 from common.daemons import Daemon, free_port
 from common.errors import ConfigError, TrainingError
+from common.flower_app import write_app_manifest
 from common.fsio import write_atomic
 from server.audit_trail import adopt_audit_key
 from server.provision import Federation
@@ -43,7 +44,6 @@ __all__ = [
     "run_deployment",
     "run_training",
     "submit_run",
-    "write_app_manifest",
 ]
 
 Scalar = bool | int | float | str
@@ -89,34 +89,6 @@ def deployment_run_config(
             f"min-fit-sites is {config.min_fit_sites} but federation {fed.name} has {active} active site(s)."
         )
     return values
-
-
-def write_app_manifest(app_dir: Path) -> Path:
-    """Write the manifest-only Flower App (``pyproject.toml``) whose config section Flower fuses.
-
-    Generated from :class:`common.config.RunConfig` defaults: one source of truth for the keys.
-    """
-    lines = [
-        "[project]",
-        'name = "fedscan"',
-        f'version = "{__version__}"',
-        'description = "fedscan apps, manifest only: each end runs the fedscan it has installed"',
-        "dependencies = []",
-        "",
-        "[tool.flwr.app]",
-        'publisher = "fedscan"',
-        "",
-        "[tool.flwr.app.components]",
-        'serverapp = "server.server_app:app"',
-        'clientapp = "client.client_app:app"',
-        "",
-        "[tool.flwr.app.config]",
-    ]
-    lines += [f"{key} = {json.dumps(value)}" for key, value in RunConfig().to_flower().items()]
-    app_dir.mkdir(parents=True, exist_ok=True)
-    path = app_dir / "pyproject.toml"
-    write_atomic(path, ("\n".join(lines) + "\n").encode())
-    return path
 
 
 def submit_run(link: SuperLink, run_config: Mapping[str, Scalar], out_dir: Path) -> int:

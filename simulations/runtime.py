@@ -12,7 +12,6 @@ when the run ends, so no process is left behind.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from simulations.flower_env import quiet_flower
 
-__all__ = ["SimulationOutcome", "run_federation", "write_app_manifest"]
+__all__ = ["SimulationOutcome", "run_federation"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ def run_federation(
 
     from client.client_app import app as client_app
     from common.config import RunConfig
+    from common.flower_app import write_app_manifest
     from server.server_app import app as server_app
 
     config = RunConfig.from_flower(run_config)  # validate before starting anything
@@ -87,7 +87,7 @@ def run_federation(
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="fedscan-app-") as app_dir:
-        write_app_manifest(Path(app_dir), RunConfig().to_flower())
+        write_app_manifest(Path(app_dir))
         engine._run_simulation(
             num_supernodes=num_sites,
             exit_event=engine.EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
@@ -101,31 +101,3 @@ def run_federation(
             verbose_logging=verbose,
         )
     return SimulationOutcome(out_dir=Path(config.out_dir), num_sites=num_sites)
-
-
-def write_app_manifest(app_dir: Path, defaults: dict[str, bool | int | float | str]) -> Path:
-    """Write the Flower App manifest (``pyproject.toml``) whose config section the engine fuses.
-
-    Generated from :class:`common.config.RunConfig` defaults, so the config keys have one source of
-    truth; the repository's own pyproject.toml declares the same (a test keeps them equal).
-    """
-    lines = [
-        "[project]",
-        'name = "fedscan"',
-        'version = "0.0.0"',
-        "",
-        "[tool.flwr.app]",
-        'publisher = "fedscan"',
-        "",
-        "[tool.flwr.app.components]",
-        'serverapp = "server.server_app:app"',
-        'clientapp = "client.client_app:app"',
-        "",
-        "[tool.flwr.app.config]",
-    ]
-    for key, value in defaults.items():
-        # JSON literals are valid TOML for booleans, numbers and basic strings.
-        lines.append(f"{key} = {json.dumps(value)}")
-    path = app_dir / "pyproject.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
