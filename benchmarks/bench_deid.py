@@ -150,8 +150,18 @@ def main() -> int:
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
                 if tool == "fedscan":
-                    command = [sys.executable, "-m", "common.cli", "site", "deidentify", str(work / "in"),
-                               str(out), "--workers", str(args.workers), "--json"]
+                    command = [
+                        sys.executable,
+                        "-m",
+                        "common.cli",
+                        "site",
+                        "deidentify",
+                        str(work / "in"),
+                        str(out),
+                        "--workers",
+                        str(args.workers),
+                        "--json",
+                    ]
                     ours_best = min(ours_best, _timed(command, env))
                 else:
                     theirs_best = min(theirs_best, _timed([str(anonymizer), str(work / "in"), str(out)], env))
@@ -173,8 +183,10 @@ def main() -> int:
             f"{'dicom-anonymizer':<18}{args.files / theirs_best:>10.1f}{mb / theirs_best:>10.1f}"
             f"{theirs_best:>10.2f}{their_leaks:>16}"
         )
-        print(f"ratio (fedscan / dicom-anonymizer files/s): {theirs_best / ours_best:.2f}x "
-              f"on {args.workers} workers; fedscan wrote {written}/{args.files} files")
+        print(
+            f"ratio (fedscan / dicom-anonymizer files/s): {theirs_best / ours_best:.2f}x "
+            f"on {args.workers} workers; fedscan wrote {written}/{args.files} files"
+        )
         if our_leaks or written != args.files:
             print("FAIL: fedscan leaked PHI or skipped files", file=sys.stderr)
             return 1

@@ -155,16 +155,20 @@ def site_inspect(
     site_dir: Path = SITE_DIR_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show what the encrypted store holds and what the last ingest did (decrypts in memory only).
+    """Show what the encrypted store holds, what the last ingest did, and the privacy budget spent.
 
     Records per split, label, modality, manufacturer, transfer syntax and original size, then the last
-    ingest's counts with every rejected file and its reason.
+    ingest's counts with every rejected file and its reason, then the site's privacy record: its
+    budget, the epsilon each run spent (from the sealed ledger) and the rounds it refused, with codes.
+    Decrypts in memory only.
 
     Example: fedscan site inspect --site-dir /srv/fedscan/site-a --json
     """
     from client.ingest_report import StoreSummary, latest_sealed_report
     from client.ingest_tables import ingest_table, problem_lines, store_table
+    from client.privacy_summary import privacy_summary, privacy_table
     from client.site import SiteDir
+    from client.site_config import SiteConfig
     from client.site_init import load_site_key
     from client.store import read_manifest
 
@@ -172,9 +176,11 @@ def site_inspect(
     key = load_site_key(site)
     summary = StoreSummary.of(read_manifest(site.store_dir, key))
     last = latest_sealed_report(site, key)
+    privacy = privacy_summary(site, key, SiteConfig.load(site.config_file).policy)
     if json_output:
         body = summary.to_dict()
         body["last_ingest"] = None if last is None else last.to_dict()
+        body["privacy"] = privacy
         typer.echo(json.dumps(body, indent=2))
         return
     console.print(store_table(summary, title=f"store of {site.root}"))
@@ -182,6 +188,7 @@ def site_inspect(
         console.print(ingest_table(last, title=f"last ingest ({last.started})"))
         for line in problem_lines(last):
             console.print(f"  {line}", markup=False, highlight=False)
+    console.print(privacy_table(privacy, title="privacy budget and refusals"))
 
 
 keys_app = typer.Typer(

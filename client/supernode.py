@@ -299,8 +299,6 @@ def run_site(
             time.sleep(1.0)
         if not node.running:
             gone = next(d for d in node.daemons if not d.running)
-            raise TrainingError(
-                f"{gone.name} exited (code {gone.exit_code}): {node.exit_reason()}"
-            )
+            raise TrainingError(f"{gone.name} exited (code {gone.exit_code}): {node.exit_reason()}")
     finally:
         node.stop()

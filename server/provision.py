@@ -489,4 +489,3 @@ Send each site its folder under `{fed.root / "sites"}` and nothing else.
 def site_fingerprint_on_disk(fed: Federation, site_id: str) -> str:
     """Fingerprint of the public key registered for ``site_id`` (to check the record against the file)."""
     return node_key_fingerprint(fed.node_public_key(site_id).read_bytes())
-

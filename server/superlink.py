@@ -373,4 +373,3 @@ def sync_running(fed: Federation) -> RegistrationReport | None:
         raise
     except OSError as error:
         raise TrainingError(f"Could not reach the running SuperLink: {error}.") from None
-

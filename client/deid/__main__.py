@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", default="fedscan", choices=sorted(PROFILES), help="profile (default: fedscan)"
     )
     parser.add_argument(
-        "--option", dest="options", action="append", default=[], metavar="NAME",
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="NAME",
         help=f"profile option, repeatable: {', '.join(OPTION_NAMES)}",
     )
     parser.add_argument("--strict", action="store_true", help="exit non-zero if any file is rejected")
@@ -42,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return deidentify_command(
-            args.in_dir, args.out_dir, args.site_dir, args.profile, args.options,
-            args.strict, args.workers, args.json_output,
+            args.in_dir,
+            args.out_dir,
+            args.site_dir,
+            args.profile,
+            args.options,
+            args.strict,
+            args.workers,
+            args.json_output,
         )
     except FedscanError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -272,7 +272,6 @@ def is_issued_by(certificate: bytes, ca_certificate: bytes) -> bool:
     return True
 
 
-
 def write_new_private_file(path: Path, data: bytes) -> None:
     """Write a private key file, mode 0600 from creation, atomically; refuse to overwrite one."""
     path = Path(path)

@@ -200,17 +200,42 @@ def test_init_key_source_from_the_command_line(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("FEDSCAN_SITE_KEY", key.material.hex())
     env = {**__import__("os").environ}
     result = subprocess.run(
-        [sys.executable, "-m", "common.cli", "site", "init", "--site-dir", str(tmp_path / "s"),
-         "--site-id", "s", "--key-source", "env"],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "common.cli",
+            "site",
+            "init",
+            "--site-dir",
+            str(tmp_path / "s"),
+            "--site-id",
+            "s",
+            "--key-source",
+            "env",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert load_site_key(SiteDir(tmp_path / "s")).key_id == key.key_id
     assert 'source = "env"' in (tmp_path / "s" / "site.toml").read_text()
     bad = subprocess.run(
-        [sys.executable, "-m", "common.cli", "site", "init", "--site-dir", str(tmp_path / "t"),
-         "--site-id", "t", "--key-source", "usb-stick"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "common.cli",
+            "site",
+            "init",
+            "--site-dir",
+            str(tmp_path / "t"),
+            "--site-id",
+            "t",
+            "--key-source",
+            "usb-stick",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode != 0 and "keys.source must be one of" in bad.stderr
     assert "Traceback" not in bad.stderr
