@@ -35,7 +35,7 @@ from common.privacy.secagg_parameters import (
     tolerated_dropouts,
 )
 
-__all__ = ["PrivateSecAggPlusWorkflow", "query_training_sizes"]
+__all__ = ["PrivateSecAggPlusWorkflow", "query_training_sizes", "wait_for_nodes"]
 
 log = logging.getLogger("fedscan.server")
 
@@ -45,7 +45,8 @@ def _current_arrays(context: Context) -> list[np.ndarray]:
     return parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))
 
 
-def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+def wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
+    """Node ids once at least ``count`` sites are connected; a clear error after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         nodes = sorted(grid.get_node_ids())
@@ -63,7 +64,7 @@ def query_training_sizes(grid: Grid, config: RunConfig) -> dict[int, int]:
     it lets SecAgg+'s ``max_weight`` be the largest site before the first round. A site that refuses
     the query (its policy) is left out.
     """
-    nodes = _wait_for_nodes(grid, config.min_fit_sites, config.secagg_timeout)
+    nodes = wait_for_nodes(grid, config.min_fit_sites, config.secagg_timeout)
     content = compat.getpropertiesins_to_recorddict(GetPropertiesIns({"task": TRAINING_SIZE_TASK}))
     messages = [
         Message(content=content, dst_node_id=n, message_type=MessageTypeLegacy.GET_PROPERTIES, group_id="0")
@@ -115,7 +116,7 @@ class PrivateSecAggPlusWorkflow(SecAggPlusWorkflow):
 
     def prepare_round(self, grid: Grid, context: Context) -> SecAggParameters:
         """Derive this round's parameters from the sites sampled, the global model and their sizes."""
-        nodes = _wait_for_nodes(grid, self.config.min_fit_sites, self.config.secagg_timeout)
+        nodes = wait_for_nodes(grid, self.config.min_fit_sites, self.config.secagg_timeout)
         # The number of sites the strategy samples (FedAvg's num_fit_clients) from those connected.
         self.num_sites = max(2, int(len(nodes) * self.config.fraction_fit), self.config.min_fit_sites)
         if self.largest_site is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 import timeit
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from server.audit_trail import ServerAuditTrail
 from server.checkpoints import CheckpointStore
 from server.privacy import build_private_fit_workflow
 from server.run_records import RunRecorder
+from server.secagg_workflow import wait_for_nodes
 from server.strategy import build_strategy
 
 __all__ = ["ResumableWorkflow", "app", "federated_standardiser", "run_training"]
@@ -77,17 +77,6 @@ class ResumableWorkflow(DefaultWorkflow):
             thread.join()
 
 
-def _wait_for_nodes(grid: Grid, count: int, timeout: float = 120.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= count:
-            return nodes
-        if time.monotonic() > deadline:
-            raise TrainingError(f"Only {len(nodes)} of {count} sites connected within {timeout:.0f} s.")
-        time.sleep(0.2)
-
-
 def federated_standardiser(grid: Grid, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     """Global feature mean and scale from every site's aggregates (``n``, sum, sum of squares).
 
@@ -95,7 +84,7 @@ def federated_standardiser(grid: Grid, config: RunConfig) -> tuple[np.ndarray, n
     of training examples and, per feature, its sum and sum of squares: aggregates, no row. The pooled
     moments are exactly those of the union of the sites' training splits.
     """
-    nodes = _wait_for_nodes(grid, config.min_fit_sites)
+    nodes = wait_for_nodes(grid, config.min_fit_sites)
     content = compat.getpropertiesins_to_recorddict(GetPropertiesIns({"task": FEATURE_MOMENTS_TASK}))
     messages = [
         Message(
