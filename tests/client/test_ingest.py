@@ -340,7 +340,9 @@ def test_split_is_patient_level_and_reproducible_from_the_seed(tmp_path: Path) -
         assert all(len(s) == 1 for s in by_patient.values()), "a patient in two splits"
         splits.append({e.sop: (e.patient, e.split, e.label) for e in entries})
     assert splits[0] == splits[1]
-    assert {split for _, split, _ in splits[0].values()} == {"train", "val", "test"}
+    # ~20 patients: which splits are populated depends on the site's secret (the pseudonyms), so only
+    # the training split is certain here; the fractions are checked on fixed pseudonyms in test_store.
+    assert "train" in {split for _, split, _ in splits[0].values()}
     pixels = [{k: x for k, (_, x) in _records(site).items()} for site in (first, second)]
     assert pixels[0].keys() == pixels[1].keys()
     assert all(np.array_equal(pixels[0][k], pixels[1][k]) for k in pixels[0])

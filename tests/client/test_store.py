@@ -69,6 +69,17 @@ def test_split_is_reproducible_from_the_seed(tmp_path: Path) -> None:
     assert assignments[0] == assignments[1]
 
 
+def test_split_follows_the_fractions_over_many_patients(site: SiteDir) -> None:
+    # Fixed pseudonyms, so the keyed hash is fixed too: 400 patients, one record each.
+    writer = StoreWriter(site.store_dir, load_site_key(site), image_size=8, split_fractions=(0.7, 0.1, 0.2))
+    writer.add_all(_records(400, patients=400))
+    manifest = writer.commit()
+    shares = {split: manifest.count(split) / 400 for split in ("train", "val", "test")}
+    assert abs(shares["train"] - 0.7) < 0.07
+    assert abs(shares["val"] - 0.1) < 0.05
+    assert abs(shares["test"] - 0.2) < 0.06
+
+
 def test_reopening_appends(site: SiteDir) -> None:
     for seed in (0, 1):
         writer = StoreWriter(site.store_dir, load_site_key(site), image_size=8)
