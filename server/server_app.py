@@ -30,6 +30,7 @@ from flwr.server.workflow.default_workflows import (
 
 from common.config import RunConfig
 from common.errors import ConfigError, TrainingError
+from common.message_packing import PackingGrid
 from common.models import LabelledArrays, model_from_config
 from common.models.svm import FEATURE_MOMENTS_TASK, standardiser_from_moments
 from server.audit_trail import ServerAuditTrail
@@ -192,4 +193,5 @@ def run_training(grid: Grid, context: Context) -> RunRecorder:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    run_training(grid, context)
+    # Packs each model into one wire object; the sites' ClientApp unpacks (common.message_packing).
+    run_training(PackingGrid(grid), context)
