@@ -4,7 +4,8 @@ A deployed round is a few message exchanges (2 plain, 5 with SecAgg+), and each 
 that no option or variable changes in Flower 1.42:
 
 * a SuperNode that finds no message for it sleeps **3 s** before asking the SuperLink again
-  (``flwr.supernode.start_client_internal``), and 0.5 s between looks for its ClientApp's reply;
+  (``flwr.supernode.start_client_internal``), and 0.5 s between looks for its ClientApp's reply (in
+  its own memory; capped at ``SUPERNODE_LOCAL_WAIT``, since looking costs no request);
 * the ServerApp's grid sleeps **3 s** between pulls for the sites' replies
   (``flwr.superlink.grid.http_grid``);
 * whoever pulls a message's objects (a SuperNode from the SuperLink, a ClientApp from its SuperNode,
@@ -33,7 +34,14 @@ import time
 import types
 from collections.abc import Sequence
 
-__all__ = ["POLL_MODULES", "SUPERNODE_IDLE_AFTER", "PollClock", "main", "shorten_polls"]
+__all__ = [
+    "POLL_MODULES",
+    "SUPERNODE_IDLE_AFTER",
+    "SUPERNODE_LOCAL_WAIT",
+    "PollClock",
+    "main",
+    "shorten_polls",
+]
 
 #: Modules of Flower 1.42 that sleep between polls, by the process they run in.
 POLL_MODULES: dict[str, tuple[str, ...]] = {
@@ -56,22 +64,34 @@ class PollClock:
     the SuperLink no more than with stock Flower; the first message of a run may wait up to 3 s.
     """
 
-    def __init__(self, max_wait: float, *, idle_after: float | None = None, idle_poll: float = 3.0) -> None:
+    def __init__(
+        self,
+        max_wait: float,
+        *,
+        idle_after: float | None = None,
+        idle_poll: float = 3.0,
+        local_wait: float | None = None,
+    ) -> None:
         if not 0 < max_wait <= 3:
             raise ValueError(f"max_wait must be in (0, 3] seconds, got {max_wait}.")
+        if local_wait is not None and not 0 < local_wait <= max_wait:
+            raise ValueError(f"local_wait must be in (0, max_wait] seconds, got {local_wait}.")
         self.max_wait = max_wait
         self.idle_after = idle_after
         self.idle_poll = idle_poll
+        self.local_wait = local_wait
         self._busy_until = time.monotonic() + (idle_after or 0.0)
 
     def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``, but never longer than ``max_wait`` while busy."""
+        """Sleep ``seconds``: at most ``local_wait`` for a short wait, ``max_wait`` for a poll while busy."""
         now = time.monotonic()
         if self.idle_after is None:
             time.sleep(min(seconds, self.max_wait))
             return
         if seconds < self.idle_poll:
             self._busy_until = now + self.idle_after
+            time.sleep(min(seconds, self.local_wait or self.max_wait))
+            return
         time.sleep(min(seconds, self.max_wait) if now < self._busy_until else seconds)
 
     def __getattr__(self, name: str) -> object:
@@ -80,6 +100,8 @@ class PollClock:
 
 #: A SuperNode goes back to Flower's idle pace after this long without a message.
 SUPERNODE_IDLE_AFTER = 60.0
+#: How often a SuperNode looks for its own ClientApp's reply (in its own memory).
+SUPERNODE_LOCAL_WAIT = 0.02
 
 
 def shorten_polls(role: str, max_wait: float) -> list[str]:
@@ -91,7 +113,13 @@ def shorten_polls(role: str, max_wait: float) -> list[str]:
     """
     if role not in POLL_MODULES:
         raise ValueError(f"role must be one of {', '.join(POLL_MODULES)}, not {role!r}.")
-    clock = PollClock(max_wait, idle_after=SUPERNODE_IDLE_AFTER if role == "supernode" else None)
+    if role == "supernode":
+        # Its short waits (0.5 s) are for its own ClientApp's reply and objects, which the SuperNode
+        # serves itself: looking again costs a lock and a dict lookup, not a request to the SuperLink.
+        local = min(SUPERNODE_LOCAL_WAIT, max_wait)
+        clock = PollClock(max_wait, idle_after=SUPERNODE_IDLE_AFTER, local_wait=local)
+    else:
+        clock = PollClock(max_wait)
     changed = []
     for name in POLL_MODULES[role]:
         try:

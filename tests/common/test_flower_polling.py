@@ -35,6 +35,18 @@ def test_an_idle_supernode_returns_to_flowers_pace() -> None:
     assert time.monotonic() - started < 0.2
 
 
+def test_a_busy_supernode_looks_for_its_own_replies_more_often_than_it_asks_the_superlink() -> None:
+    clock = PollClock(0.2, idle_after=10, idle_poll=3.0, local_wait=0.01)
+    started = time.monotonic()
+    clock.sleep(0.5)  # Flower's wait for the ClientApp's reply: local
+    assert time.monotonic() - started < 0.1
+    started = time.monotonic()
+    clock.sleep(3)  # Flower's wait before asking the SuperLink again: capped at max_wait only
+    assert 0.19 <= time.monotonic() - started < 1.0
+    with pytest.raises(ValueError, match="local_wait"):
+        PollClock(0.2, local_wait=0.5)
+
+
 def test_shorten_polls_patches_flowers_waits_in_a_fresh_process() -> None:
     code = (
         "from common.flower_polling import shorten_polls\n"
