@@ -99,7 +99,7 @@ def _unpack_record(name: str, record: Any, layout: Any) -> ArrayRecord:
         lengths = [int(s) for s in sizes]
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"Description of packed record {name!r} is incomplete ({error}).") from None
-    if sum(lengths) != len(blob):
+    if any(n < 0 for n in lengths) or sum(lengths) != len(blob):
         raise ValueError(f"Packed record {name!r} holds {len(blob)} bytes; its description {sum(lengths)}.")
     arrays: dict[str, Array] = {}
     offset = 0
