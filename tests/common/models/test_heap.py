@@ -8,18 +8,19 @@ import textwrap
 
 import pytest
 
-# A training step in miniature: several buffers of a few MiB written, then all freed at once.
+# A training step in miniature: several buffers of a few MiB written, then all freed at once. Plain
+# malloc'd buffers, as torch's CPU allocator makes them (numpy would ask for transparent huge pages,
+# which makes the page-fault count depend on the kernel's free huge pages).
 _STEPS = textwrap.dedent(
     """
     import resource, sys
-    import numpy as np
     if sys.argv[1] == "retain":
         from common.models.heap import retain_freed_memory
         assert retain_freed_memory()
     faults = []
     for _ in range(5):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        buffers = [np.ones(1 << 20, dtype=np.float32) for _ in range(6)]
+        buffers = [bytearray(4 << 20) for _ in range(6)]  # zero-filled: every page written
         del buffers
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     print(max(faults[1:]))
