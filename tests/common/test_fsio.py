@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 
-from common.fsio import atomic_writer, sync_filesystem, write_atomic
+from common.fsio import atomic_writer, start_writeback, sync_filesystem, write_atomic
 
 
 @pytest.mark.parametrize("durable", [True, False])
@@ -36,3 +38,18 @@ def test_sync_filesystem_flushes_and_names_a_missing_path(tmp_path: Path) -> Non
     sync_filesystem(tmp_path)  # returns once the file system's dirty pages are on disk
     with pytest.raises(FileNotFoundError):
         sync_filesystem(tmp_path / "missing")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux only")
+def test_start_writeback_is_taken_for_a_file_and_refused_for_a_pipe(tmp_path: Path) -> None:
+    with open(tmp_path / "out.dcm", "wb") as handle:
+        handle.write(os.urandom(1 << 20))
+        handle.flush()
+        assert start_writeback(handle.fileno())
+    assert (tmp_path / "out.dcm").stat().st_size == 1 << 20
+    read_end, write_end = os.pipe()
+    try:
+        assert not start_writeback(write_end)  # ESPIPE: the binding passes the arguments through
+    finally:
+        os.close(read_end)
+        os.close(write_end)
