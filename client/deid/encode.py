@@ -36,6 +36,11 @@ __all__ = ["Chunk", "FileRange", "encode_chunks", "encode_dataset", "write_chunk
 _UNDEFINED: Final = 0xFFFFFFFF
 _BIG: Final = 1 << 16  # values at least this long are passed through as they are, not copied
 _LONG_VRS: Final = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+# String VRs padded with a space to an even length (PS3.5 6.2); UI is padded with a NUL.
+_SPACE_PADDED: Final = frozenset(
+    ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT")
+)
+_INTEGER_FORMATS: Final = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +227,14 @@ class _Writer:
             if not isinstance(elem, RawDataElement):
                 if elem.VR == "SQ":
                     self._write_sequence(elem, encodings)
-                else:
+                    continue
+                simple = None if elem.is_buffered else self._simple_value(elem.VR, elem.value)
+                header = None if simple is None else self._header(tag, elem.VR, len(simple))
+                if header is None or simple is None:
                     write_data_element(self.fp, elem, encodings)
+                else:
+                    self.fp.write(header)
+                    self.fp.write(simple)
                 continue
             value: Chunk | None = None
             if elem.length != _UNDEFINED:
@@ -242,6 +253,32 @@ class _Writer:
                 self.chunks.append(self.fp.getvalue())
                 self.chunks.append(value)
                 self.fp = self._new_buffer()
+
+    def _simple_value(self, vr: str, value: object) -> bytes | None:
+        """The encoded value of a decoded element whose encoding needs no character set, else None.
+
+        Covers what de-identification sets and what its checks decode: empty values, single ASCII
+        strings (identical in every DICOM character set), UIDs and single integers. Anything else
+        (several values, non-ASCII text, person names with components) goes through pydicom.
+        """
+        kind = type(value)
+        if value is None or value == "":
+            return b"" if vr != "SQ" else None
+        if kind is str or kind is UID:
+            text: str = value  # type: ignore[assignment]
+            if not text.isascii():
+                return None
+            if vr == "UI":
+                return (text + "\x00" if len(text) % 2 else text).encode("ascii")
+            if vr in _SPACE_PADDED:
+                return (text + " " if len(text) % 2 else text).encode("ascii")
+            return None
+        if kind is int and vr in _INTEGER_FORMATS:
+            try:
+                return struct.pack(("<" if self.little else ">") + _INTEGER_FORMATS[vr], value)
+            except struct.error:  # out of range: pydicom decides what to do
+                return None
+        return None
 
     def _header(self, tag: int, vr: str | None, length: int) -> bytes | None:
         group, element = tag >> 16, tag & 0xFFFF
