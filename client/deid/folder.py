@@ -54,7 +54,6 @@ _UNDEFINED: Final = 0xFFFFFFFF
 _RAW_STARTS: Final = (b"\x08\x00", b"\x02\x00", b"\x00\x08", b"\x00\x02")
 _IN_PROCESS_BELOW: Final = 16  # files; below this a process pool costs more than it saves
 _DEFER_SIZE: Final = 1 << 16  # bytes; longer values stay in the input file until written
-_IN_MEMORY_MAX: Final = 8 << 20  # bytes; smaller files are read whole and parsed from memory
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,7 @@ def read_dataset(source: bytes | Path) -> Dataset:
     bare data set only if it starts like one. Warnings that pydicom raises about truncation turn
     into a rejection; other warnings (odd but readable files) are ignored. Read from a path, values
     longer than 64 KiB (pixel data) are left in the file (pydicom's ``defer_size``) and copied from
-    there when the output is written; files up to 8 MiB are read whole and parsed from memory, larger
-    ones element by element from the file.
+    there when the output is written.
     """
     target: io.BytesIO | str
     if isinstance(source, bytes):
@@ -155,14 +153,7 @@ def read_dataset(source: bytes | Path) -> Dataset:
         size, target, defer = Path(source).stat().st_size, str(source), _DEFER_SIZE
         try:
             with open(target, "rb") as handle:
-                if size <= _IN_MEMORY_MAX:
-                    # Parsed from memory: a file object's tell() is a system call, and pydicom
-                    # calls it for every element. The name keeps deferred values in the file.
-                    data = handle.read()
-                    size, head, target = len(data), data[:2], io.BytesIO(data)
-                    target.name = str(source)  # type: ignore[attr-defined]
-                else:
-                    head = handle.read(2)
+                head = handle.read(2)
         except OSError as exc:
             raise _unreadable(exc) from None
     if not head:
@@ -301,11 +292,15 @@ def _run_chunk(
 ) -> list[FileResult]:
     writers = _Writers(out_root)
     results: list[FileResult] = []
+    # pydicom checks each value it decodes or writes against its VR and, by default, only warns;
+    # de-identification ignores those warnings, so the checks are skipped rather than run for nothing
+    # (process-wide while the chunk runs).
     try:
-        for rel in chunk:
-            results.extend(writers.submit(*_prepare(deid, in_root, rel)))
-            if progress is not None:
-                progress(len(results))
+        with pydicom.config.disable_value_validation():
+            for rel in chunk:
+                results.extend(writers.submit(*_prepare(deid, in_root, rel)))
+                if progress is not None:
+                    progress(len(results))
         results.extend(writers.drain())
     finally:
         writers.close()

@@ -15,7 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from client.deid import DeidOptions, deidentify_folder, folder, patient_pseudonym, pseudonymize_uid
+from client.deid import DeidOptions, deidentify_folder, patient_pseudonym, pseudonymize_uid
 from client.deid.burned_in import burned_in_reason
 from client.deid.encode import encode_dataset
 from client.deid.engine import Deidentifier
@@ -243,19 +243,4 @@ def test_deidentifying_the_output_again_changes_no_byte(
     assert again.files_written == report.files_written and again.files_rejected == 0
     for first in out.rglob("*.dcm"):
         second = tmp_path / "again" / first.relative_to(out)
-        assert second.read_bytes() == first.read_bytes(), first.name
-
-
-def test_files_streamed_from_disk_give_the_same_outputs_as_files_parsed_from_memory(
-    default_run: tuple[Path, Any], planted_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The default run parses every test file from memory (all are below the size limit); here
-    # every file takes the path large files take, read element by element from the file.
-    monkeypatch.setattr(folder, "_IN_MEMORY_MAX", 0)
-    out, report = default_run
-    streamed = deidentify_folder(planted_dir, tmp_path / "streamed", SECRET, DeidOptions(), workers=1)
-    assert streamed.files_written == report.files_written
-    assert [r.reason for r in streamed.rejections] == [r.reason for r in report.rejections]
-    for first in out.rglob("*.dcm"):
-        second = tmp_path / "streamed" / first.relative_to(out)
         assert second.read_bytes() == first.read_bytes(), first.name
