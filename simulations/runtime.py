@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from simulations.engine_latency import prompt_message_handoff
 from simulations.flower_env import quiet_flower
 
 __all__ = ["SimulationOutcome", "run_federation"]
@@ -86,7 +87,10 @@ def run_federation(
     }
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="fedscan-app-") as app_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="fedscan-app-") as app_dir,
+        prompt_message_handoff(),  # no 0.1 s timer between the ServerApp and the actors
+    ):
         write_app_manifest(Path(app_dir))
         engine._run_simulation(
             num_supernodes=num_sites,
