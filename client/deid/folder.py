@@ -10,12 +10,14 @@ Output naming: ``OUT_DIR/<Study Instance UID>/<Series Instance UID>/<SOP Instanc
 report lists input paths (relative) only for rejected files, never a mapping from input to output.
 
 Parallelism: files are split into chunks handled by a process pool (one
-:class:`~client.deid.engine.Deidentifier` per worker, created once); small runs stay in process. In
-each process, the atomic writes (temporary file, rename) run on a few threads, so that waiting for the
-disk overlaps with parsing the next file.
+:class:`~client.deid.engine.Deidentifier` per worker, created once); small runs stay in process.
+Each process writes its outputs itself, one after the other: the pixel data is copied by the kernel
+and written back to disk in the background, so no write waits for the disk (writer threads only
+added lock contention).
 
-Durability: outputs are re-creatable from the inputs, so they are not fsynced one by one; one
-``syncfs`` of the output file system makes them all durable before the report is returned. Every
+Durability: outputs are re-creatable from the inputs, so they are not fsynced one by one; each is
+handed to the kernel's writeback as it closes, and one ``syncfs`` of the output file system makes
+them all durable before the report is returned. Every
 reader sees a whole file or none at any time; only a power cut *during* a run can leave outputs that
 a re-run (which rewrites every output) must replace.
 """
@@ -27,9 +29,8 @@ import io
 import os
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -226,41 +227,6 @@ def _write(out_root: Path, result: FileResult, payload: list[Chunk]) -> FileResu
     return result
 
 
-class _Writers:
-    """Atomic writes on a few threads, overlapping the disk with the parsing of the next file.
-
-    At most ``2 * threads`` encoded files wait in memory; :meth:`submit` blocks beyond that.
-    """
-
-    def __init__(self, out_root: Path, threads: int = 4) -> None:
-        self._out_root = out_root
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="deid-write")
-        self._limit = 2 * threads
-        self._pending: deque[Future[FileResult]] = deque()
-
-    def submit(self, result: FileResult, payload: list[Chunk] | None) -> list[FileResult]:
-        """Queue one result; return the results whose writes have completed meanwhile, in order."""
-        done: list[FileResult] = []
-        if payload is None:
-            future: Future[FileResult] = Future()
-            future.set_result(result)
-        else:
-            future = self._pool.submit(_write, self._out_root, result, payload)
-        self._pending.append(future)
-        while self._pending and (len(self._pending) > self._limit or self._pending[0].done()):
-            done.append(self._pending.popleft().result())
-        return done
-
-    def drain(self) -> list[FileResult]:
-        """Wait for every queued write; return their results in order."""
-        done = [future.result() for future in self._pending]
-        self._pending.clear()
-        return done
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
 def deidentify_file(deid: Deidentifier, in_root: Path, out_root: Path, rel: str) -> FileResult:
     """Read, check, de-identify and atomically write one file; never raises for a bad input file."""
     result, payload = _prepare(deid, in_root, rel)
@@ -290,28 +256,23 @@ def _run_chunk(
     chunk: list[str],
     progress: Callable[[int], None] | None = None,
 ) -> list[FileResult]:
-    writers = _Writers(out_root)
     results: list[FileResult] = []
     # pydicom checks each value it decodes or writes against its VR and, by default, only warns;
     # de-identification ignores those warnings, so the checks are skipped rather than run for nothing
     # (process-wide while the chunk runs).
-    try:
-        with pydicom.config.disable_value_validation():
-            for rel in chunk:
-                results.extend(writers.submit(*_prepare(deid, in_root, rel)))
-                if progress is not None:
-                    progress(len(results))
-        results.extend(writers.drain())
-    finally:
-        writers.close()
+    with pydicom.config.disable_value_validation():
+        for rel in chunk:
+            result, payload = _prepare(deid, in_root, rel)
+            results.append(result if payload is None else _write(out_root, result, payload))
+            if progress is not None:
+                progress(len(results))
     return results
 
 
 def _chunks(items: list[str], workers: int) -> Iterator[list[str]]:
     """Split ``items`` round-robin into chunks of at most 256, about four per worker.
 
-    Round-robin spreads large and small files evenly. Few chunks matter: a worker waits for its
-    last writes at the end of each chunk.
+    Round-robin spreads large and small files evenly; each chunk costs a round trip to the pool.
     """
     count = max(workers * 4, -(-len(items) // 256))
     for start in range(min(count, len(items))):
