@@ -29,7 +29,7 @@ from pydicom.filewriter import (
     write_sequence_item,
 )
 from pydicom.uid import UID
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
 
 __all__ = ["Chunk", "FileRange", "encode_chunks", "encode_dataset", "write_chunks"]
 
@@ -261,9 +261,11 @@ class _Writer:
         strings (identical in every DICOM character set), UIDs and single integers. Anything else
         (several values, non-ASCII text, person names with components) goes through pydicom.
         """
+        if vr == "SQ" or len(vr) != 2:  # sequences, and ambiguous VRs ('US or SS') pydicom refuses
+            return None
         kind = type(value)
-        if value is None or value == "":
-            return b"" if vr != "SQ" else None
+        if value is None or (kind is PersonName and not str(value)):
+            return b""
         if kind is str or kind is UID:
             text: str = value  # type: ignore[assignment]
             if not text.isascii():
