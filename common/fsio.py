@@ -41,8 +41,11 @@ def fsync_dir(directory: Path) -> None:
 _SYNC_FILE_RANGE_WRITE = 2  # Linux <fcntl.h>: start writeback of the range's dirty pages, do not wait
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # this process's C library: syncfs, sync_file_range
+
+
 def _libc_sync_file_range() -> Callable[..., int] | None:
-    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+    function = getattr(_LIBC, "sync_file_range", None)
     if function is not None:
         function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
         function.restype = ctypes.c_int
@@ -67,7 +70,7 @@ def start_writeback(fd: int) -> bool:
 
 def sync_filesystem(path: Path) -> None:
     """Flush every pending write of the file system holding ``path`` (Linux ``syncfs``, else ``sync``)."""
-    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    syncfs = getattr(_LIBC, "syncfs", None)
     if syncfs is None:
         os.sync()
         return

@@ -261,7 +261,7 @@ class _Writer:
         strings (identical in every DICOM character set), UIDs and single integers. Anything else
         (several values, non-ASCII text, person names with components) goes through pydicom.
         """
-        if vr == "SQ" or len(vr) != 2:  # sequences, and ambiguous VRs ('US or SS') pydicom refuses
+        if len(vr) != 2:  # an ambiguous VR ('US or SS'): pydicom refuses it (sequences never get here)
             return None
         kind = type(value)
         if value is None or (kind is PersonName and not str(value)):
