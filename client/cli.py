@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.deferred_imports import PYDICOM_UNUSED_IMPORTS, defer_imports
+
 __all__ = ["site_app"]
 
 console = Console()
@@ -78,6 +80,7 @@ def site_deidentify(
 
     Example: fedscan site deidentify /exports/2026-11 /deid/2026-11 --site-dir /srv/fedscan/site-a
     """
+    defer_imports(*PYDICOM_UNUSED_IMPORTS)
     from client.deid.command import deidentify_command
 
     code = deidentify_command(in_dir, out_dir, site_dir, profile, list(option), strict, workers, json_output)
@@ -111,6 +114,7 @@ def site_ingest(
     """
     from rich.progress import TaskProgressColumn, TimeRemainingColumn
 
+    defer_imports(*PYDICOM_UNUSED_IMPORTS)
     from client.ingest import ingest_folder
     from client.ingest_tables import ingest_table, problem_lines
     from client.site import SiteDir

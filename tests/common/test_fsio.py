@@ -34,6 +34,19 @@ def test_a_completed_write_replaces_the_file_with_the_requested_mode(tmp_path: P
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o277])
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o640])
+def test_the_mode_holds_whatever_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    target = tmp_path / "out.dcm"
+    previous = os.umask(umask)
+    try:
+        with atomic_writer(target, mode=mode, durable=False) as handle:
+            handle.write(b"new")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+
+
 def test_sync_filesystem_flushes_and_names_a_missing_path(tmp_path: Path) -> None:
     sync_filesystem(tmp_path)  # returns once the file system's dirty pages are on disk
     with pytest.raises(FileNotFoundError):
