@@ -7,7 +7,8 @@ N rounds. The same run config goes to
 * a real deployment on 127.0.0.1: ``flower-superlink`` with TLS and SuperNode authentication, three
   ``flower-supernode`` processes with their node keys, in each isolation mode:
   ``subprocess`` (Flower's default, Flower's own idle waits), ``process`` (Flower's
-  ``flower-superexec``), ``warm`` with Flower's waits, and ``warm`` with capped waits (fedscan's default);
+  ``flower-superexec``), ``warm`` with Flower's waits, ``warm-timers`` with capped waits, and ``warm``
+  with capped waits and held empty answers (:mod:`common.flower_wakeups`, fedscan's default);
   the SuperLink's state in memory (fedscan's default) or in a SQLite file (``-sqlite``).
 
 Each run is done plain and with SecAgg+. A round's time is the ServerApp's own record (fit start to
@@ -35,6 +36,7 @@ from client.site_init import init_site
 from client.supernode import SiteKit, SiteNode
 from common.config import RunConfig
 from common.daemons import ProcessRef, free_port
+from common.flower_wakeups import HOLD_SECONDS
 from server.deployment import run_training
 from server.provision import provision
 from server.run_records import read_round_records
@@ -44,13 +46,15 @@ from simulations.runtime import run_federation
 
 #: label -> (isolation, cap on idle waits at the server, at the sites, SuperLink state in a file?);
 #: a cap of None keeps Flower's own waits. "warm" is fedscan's default.
+# mode: isolation, server's wait cap, sites' wait cap, SuperLink state in a file, hold empty answers
 MODES = {
-    "subprocess-sqlite": ("subprocess", None, None, True),
-    "subprocess": ("subprocess", None, None, False),
-    "process": ("process", None, None, False),
-    "warm-flower-waits": ("warm", None, None, False),
-    "warm-sqlite": ("warm", 0.1, 0.2, True),
-    "warm": ("warm", 0.1, 0.2, False),
+    "subprocess-sqlite": ("subprocess", None, None, True, None),
+    "subprocess": ("subprocess", None, None, False, None),
+    "process": ("process", None, None, False, None),
+    "warm-flower-waits": ("warm", None, None, False, None),
+    "warm-timers": ("warm", 0.1, 0.2, False, None),
+    "warm-sqlite": ("warm", 0.1, 0.2, True, HOLD_SECONDS),
+    "warm": ("warm", 0.1, 0.2, False, HOLD_SECONDS),
 }
 
 
@@ -77,12 +81,12 @@ def simulate(config: RunConfig, out_dir: Path) -> list[float]:
 def deploy(sites: list[SiteDir], config: RunConfig, mode: str, root: Path) -> list[float]:
     from server.superlink import SuperLink
 
-    isolation, server_wait, site_wait, in_file = MODES[mode]
+    isolation, server_wait, site_wait, in_file, hold = MODES[mode]
     ids = [s.root.name for s in sites]
     fed = provision(root / "fed", "bench", ids, f"127.0.0.1:{free_port()}")
     database = root / "superlink.db" if in_file else None
     link = SuperLink(
-        fed, listen_host="127.0.0.1", isolation=isolation, max_wait=server_wait, database=database
+        fed, listen_host="127.0.0.1", isolation=isolation, max_wait=server_wait, hold=hold, database=database
     )
     nodes: list[SiteNode] = []
     seen: list[ProcessRef] = []
@@ -92,7 +96,7 @@ def deploy(sites: list[SiteDir], config: RunConfig, mode: str, root: Path) -> li
         link.sync_registrations()
         for site in sites:
             kit = SiteKit.load(fed.site_kit(site.root.name))
-            nodes.append(SiteNode(site, kit, isolation=isolation, max_wait=site_wait).start())
+            nodes.append(SiteNode(site, kit, isolation=isolation, max_wait=site_wait, hold=hold).start())
         run_training(link, overrides, out_dir=root / "run", wait_for_sites=300, timeout=3600)
     finally:
         for daemon in [*link.daemons, *(d for n in nodes for d in n.daemons)]:

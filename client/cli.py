@@ -274,6 +274,9 @@ def site_run(
     max_wait: float = typer.Option(
         0.2, "--max-wait", help="Cap on Flower's idle waits, seconds (0 = Flower's own 3 s polls)."
     ),
+    hold: float = typer.Option(
+        1.0, "--hold", help="Hold empty poll answers up to this long and answer on news, seconds (0 = off)."
+    ),
 ) -> None:
     """Check the site (keys 0600, policy, store), then run its SuperNode until Ctrl-C.
 
@@ -293,5 +296,6 @@ def site_run(
             superlink=superlink,
             isolation=isolation,
             max_wait=max_wait or None,
+            hold=hold or None,
             on_progress=lambda line: console.print(line),
         )

@@ -35,6 +35,7 @@ from client.store import read_manifest
 from common.crypto.pki import certificate_info, node_key_fingerprint, node_public_key, read_private_file
 from common.daemons import Daemon, flower_environment, free_port
 from common.errors import ConfigError, InputError, KeyMaterialError, PolicyError, StoreError, TrainingError
+from common.flower_wakeups import HOLD_SECONDS
 from common.fsio import write_atomic, write_private_atomic
 
 __all__ = ["ISOLATIONS", "SiteKit", "SiteNode", "check_site", "run_site", "warm_up"]
@@ -166,6 +167,7 @@ class SiteNode:
     superlink: str | None = None
     isolation: str = "warm"
     max_wait: float | None = 0.2
+    hold: float | None = HOLD_SECONDS
     runtime_port: int | None = None
     max_wait_time: float | None = None
     daemons: list[Daemon] = field(default_factory=list)
@@ -199,7 +201,8 @@ class SiteNode:
         if self.isolation != "subprocess":
             args += ["--isolation", "process", "--superexec-auth-secret-file", str(self._secret())]
         if self.max_wait is not None:
-            return [sys.executable, "-m", "common.flower_polling", "--max-wait", str(self.max_wait),
+            hold = ["--hold", str(self.hold)] if self.hold else []
+            return [sys.executable, "-m", "common.flower_polling", "--max-wait", str(self.max_wait), *hold,
                     "flower-supernode", *args]  # fmt: skip
         return [str(bin_dir / "flower-supernode"), *args]
 
@@ -242,6 +245,8 @@ class SiteNode:
         ]  # fmt: skip
         if self.max_wait is not None:
             argv += ["--max-wait", str(self.max_wait)]
+            if self.hold:  # the SuperNode holds an empty AcquireTask answer: ask again at once
+                argv += ["--poll-interval", "0.01"]
         return Daemon(f"ClientApp executor {self.kit.site_id}", argv, log, flower_environment(self.home))
 
     @property
@@ -274,6 +279,7 @@ def run_site(
     superlink: str | None = None,
     isolation: str = "warm",
     max_wait: float | None = 0.2,
+    hold: float | None = HOLD_SECONDS,
     on_progress: Callable[[str], None] = lambda _: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
@@ -285,7 +291,7 @@ def run_site(
         If the SuperNode exits on its own (e.g. its key was refused), with Flower's reason.
     """
     config = check_site(site, kit)
-    node = SiteNode(site, kit, superlink=superlink, isolation=isolation, max_wait=max_wait)
+    node = SiteNode(site, kit, superlink=superlink, isolation=isolation, max_wait=max_wait, hold=hold)
     try:
         node.start()
         on_progress(

@@ -34,6 +34,8 @@ import time
 import types
 from collections.abc import Sequence
 
+from common import flower_wakeups
+
 __all__ = [
     "POLL_MODULES",
     "SUPERNODE_IDLE_AFTER",
@@ -71,6 +73,7 @@ class PollClock:
         idle_after: float | None = None,
         idle_poll: float = 3.0,
         local_wait: float | None = None,
+        held_after: float | None = None,
     ) -> None:
         if not 0 < max_wait <= 3:
             raise ValueError(f"max_wait must be in (0, 3] seconds, got {max_wait}.")
@@ -80,19 +83,37 @@ class PollClock:
         self.idle_after = idle_after
         self.idle_poll = idle_poll
         self.local_wait = local_wait
+        self.held_after = held_after
         self._busy_until = time.monotonic() + (idle_after or 0.0)
+        self._last_wake = time.monotonic()
 
     def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``: at most ``local_wait`` for a short wait, ``max_wait`` for a poll while busy."""
+        """Sleep ``seconds``: at most ``local_wait`` for a short wait, ``max_wait`` for a poll while busy.
+
+        With ``held_after``, a poll that itself took that long was held by the server until it had
+        news or its hold ran out (:mod:`common.flower_wakeups`), so the next poll goes at once.
+        """
         now = time.monotonic()
-        if self.idle_after is None:
-            time.sleep(min(seconds, self.max_wait))
+        try:
+            if self.idle_after is None:
+                self._wait(min(seconds, self.max_wait), now)
+            elif seconds < self.idle_poll:
+                self._busy_until = now + self.idle_after
+                # A local wait (a SuperNode waiting for its own ClientApp's reply) ends early when
+                # this process's state changes (flower_wakeups signals it; otherwise a plain sleep).
+                changes = flower_wakeups.changes()
+                changes.wait_after(changes.count, min(seconds, self.local_wait or self.max_wait))
+            elif now < self._busy_until:
+                self._wait(min(seconds, self.max_wait), now)
+            else:
+                time.sleep(seconds)
+        finally:
+            self._last_wake = time.monotonic()
+
+    def _wait(self, seconds: float, now: float) -> None:
+        if self.held_after is not None and now - self._last_wake >= self.held_after:
             return
-        if seconds < self.idle_poll:
-            self._busy_until = now + self.idle_after
-            time.sleep(min(seconds, self.local_wait or self.max_wait))
-            return
-        time.sleep(min(seconds, self.max_wait) if now < self._busy_until else seconds)
+        time.sleep(seconds)
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)
@@ -104,12 +125,13 @@ SUPERNODE_IDLE_AFTER = 60.0
 SUPERNODE_LOCAL_WAIT = 0.02
 
 
-def shorten_polls(role: str, max_wait: float) -> list[str]:
+def shorten_polls(role: str, max_wait: float, *, held_after: float | None = None) -> list[str]:
     """Cap the idle waits of Flower's ``role`` process (``supernode``, ``serverapp``, ``clientapp``).
 
     Applies to this process. Returns what it changed; what this Flower version lacks is skipped. A
     SuperNode caps its waits only while busy (:class:`PollClock`); a ServerApp or ClientApp task
-    exists only while there is work, so its waits are always capped.
+    exists only while there is work, so its waits are always capped. ``held_after``: see
+    :class:`PollClock` (for a SuperNode whose SuperLink may hold empty answers).
     """
     if role not in POLL_MODULES:
         raise ValueError(f"role must be one of {', '.join(POLL_MODULES)}, not {role!r}.")
@@ -117,9 +139,9 @@ def shorten_polls(role: str, max_wait: float) -> list[str]:
         # Its short waits (0.5 s) are for its own ClientApp's reply and objects, which the SuperNode
         # serves itself: looking again costs a lock and a dict lookup, not a request to the SuperLink.
         local = min(SUPERNODE_LOCAL_WAIT, max_wait)
-        clock = PollClock(max_wait, idle_after=SUPERNODE_IDLE_AFTER, local_wait=local)
+        clock = PollClock(max_wait, idle_after=SUPERNODE_IDLE_AFTER, local_wait=local, held_after=held_after)
     else:
-        clock = PollClock(max_wait)
+        clock = PollClock(max_wait, held_after=held_after)
     changed = []
     for name in POLL_MODULES[role]:
         try:
@@ -142,24 +164,40 @@ def shorten_polls(role: str, max_wait: float) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Start ``flower-supernode`` with capped idle waits (arguments after the command go to Flower)."""
+    """Start ``flower-supernode`` or ``flower-superlink`` with fedscan's waits (the rest goes to Flower).
+
+    ``--max-wait`` caps a SuperNode's idle waits; ``--hold`` makes the process hold empty poll answers
+    (:mod:`common.flower_wakeups`) and, for a SuperNode, poll again at once after a held answer.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--max-wait", type=float, default=0.2, help="Longest idle wait, in seconds.")
-    parser.add_argument("command", choices=["flower-supernode"])
+    parser.add_argument("--hold", type=float, default=0.0, help="Hold empty answers this long (0: off).")
+    parser.add_argument("command", choices=["flower-supernode", "flower-superlink"])
     parser.add_argument("flower_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    changed = shorten_polls("supernode", args.max_wait)
+    changed: list[str] = []
+    role = "supernode" if args.command == "flower-supernode" else "superlink"
+    if args.hold > 0:
+        changed += flower_wakeups.hold_empty_answers(role, args.hold)
+    if role == "supernode":
+        held_after = args.hold / 2 if args.hold > 0 else None
+        changed += shorten_polls("supernode", args.max_wait, held_after=held_after)
     where = ", ".join(changed) or "nothing (not Flower 1.42's layout)"
     print(
-        f"fedscan: idle waits capped at {args.max_wait} s in {where}",
+        f"fedscan: waits (cap {args.max_wait} s, hold {args.hold} s) changed in {where}",
         file=sys.stderr,
         flush=True,
     )
-    from flwr.supernode.cli import flower_supernode
-
     # Flower parses sys.argv itself and names its exit events after the command.
     sys.argv = [args.command, *args.flower_args]
-    flower_supernode()
+    if role == "supernode":
+        from flwr.supernode.cli import flower_supernode
+
+        flower_supernode()
+    else:
+        from flwr.superlink.cli import flower_superlink
+
+        flower_superlink()
 
 
 if __name__ == "__main__":

@@ -164,15 +164,16 @@ class WarmExecutor:
 
     def _reap(self) -> None:
         for pid, started in list(self.children.items()):
-            status = 0
+            status, usage = 0, ""
             with contextlib.suppress(ChildProcessError):
-                done, status = os.waitpid(pid, os.WNOHANG)
+                done, status, rusage = os.wait4(pid, os.WNOHANG)
                 if done == 0:
                     continue
+                usage = f" (CPU {rusage.ru_utime + rusage.ru_stime:.2f} s, {rusage.ru_minflt} page faults)"
             del self.children[pid]
             _say(
                 f"task process {pid} exited with code {os.waitstatus_to_exitcode(status)} "
-                f"after {time.monotonic() - started:.2f} s"
+                f"after {time.monotonic() - started:.2f} s{usage}"
             )
 
     def _fork_task(self, token: str) -> None:

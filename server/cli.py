@@ -260,6 +260,9 @@ def server_run(
     max_wait: float = typer.Option(
         0.1, "--max-wait", help="Cap on Flower's idle waits, seconds (0 = Flower's own 3 s polls)."
     ),
+    hold: float = typer.Option(
+        1.0, "--hold", help="Hold empty poll answers up to this long and answer on news, seconds (0 = off)."
+    ),
     database: Path | None = typer.Option(
         None, "--database", help="SQLite file for the SuperLink's state (default: in memory, faster)."
     ),
@@ -302,6 +305,7 @@ def server_run(
             port=port,
             isolation=isolation,
             max_wait=max_wait or None,
+            hold=hold or None,
             database=database,
             wait_for_sites=wait_for_sites,
             timeout=timeout,

@@ -31,6 +31,7 @@ from common.config import RunConfig
 from common.daemons import Daemon, free_port
 from common.errors import ConfigError, TrainingError
 from common.flower_app import write_app_manifest
+from common.flower_wakeups import HOLD_SECONDS
 from common.fsio import write_atomic
 from server.audit_trail import adopt_audit_key
 from server.provision import Federation
@@ -231,6 +232,7 @@ def run_training(
                 "sites": list(online),
                 "isolation": link.isolation,
                 "max_wait": link.max_wait,
+                "hold": link.hold,
                 "seconds": round(outcome.seconds, 2),
                 "rounds": [r.round for r in records],
                 "round_seconds": [r.round_seconds for r in records],
@@ -258,6 +260,7 @@ def run_deployment(
     port: int | None = None,
     isolation: str = "warm",
     max_wait: float | None = 0.1,
+    hold: float | None = HOLD_SECONDS,
     database: Path | None = None,
     wait_for_sites: float = 600.0,
     timeout: float = 12 * 3600.0,
@@ -279,7 +282,13 @@ def run_deployment(
         ) as setup:
             _report(setup.sync_registrations(), on_progress)
     with SuperLink(
-        fed, listen_host=listen_host, port=port, isolation=isolation, max_wait=max_wait, database=database
+        fed,
+        listen_host=listen_host,
+        port=port,
+        isolation=isolation,
+        max_wait=max_wait,
+        hold=hold,
+        database=database,
     ) as link:
         on_progress(
             f"SuperLink listening on {listen_host}:{link.port} (TLS, node authentication, {isolation})"

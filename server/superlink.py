@@ -39,6 +39,7 @@ from typing import Any
 
 from common.daemons import Daemon, flower_environment, wait_for_port
 from common.errors import ConfigError, FedscanError, TrainingError
+from common.flower_wakeups import HOLD_SECONDS
 from common.fsio import write_atomic, write_private_atomic
 from server.provision import Federation
 
@@ -98,6 +99,7 @@ class SuperLink:
         port: int | None = None,
         isolation: str = "warm",
         max_wait: float | None = 0.1,
+        hold: float | None = HOLD_SECONDS,
         database: Path | None = None,
     ) -> None:
         if isolation not in ISOLATIONS:
@@ -107,6 +109,7 @@ class SuperLink:
         self.port = port or fed.port
         self.isolation = isolation
         self.max_wait = max_wait
+        self.hold = hold if isolation != "subprocess" else None
         self.database = Path(database).resolve() if database is not None else None
         self.state = _state_dir(fed)
         self.flwr_home = self.state / "flwr-home"
@@ -136,8 +139,20 @@ class SuperLink:
         self._write_cli_config()
         if (self.database is None or not self.database.exists()) and self.registry_file.exists():
             self.registry_file.unlink()  # registrations live in the database: a new one knows none
+        # With a hold, Flower's own command runs in a launcher that makes it answer polls when there
+        # is news (common.flower_wakeups); same process, same arguments.
+        command = [str(Path(sys.executable).parent / "flower-superlink")]
+        if self.hold:
+            command = [
+                sys.executable,
+                "-m",
+                "common.flower_polling",
+                "--hold",
+                str(self.hold),
+                "flower-superlink",
+            ]
         argv = [
-            str(Path(sys.executable).parent / "flower-superlink"),
+            *command,
             "--ssl-ca-certfile", str(self.fed.ca_certificate),
             "--ssl-certfile", str(self.fed.server_certificate),
             "--ssl-keyfile", str(self.fed.server_key),
@@ -186,11 +201,13 @@ class SuperLink:
             "--auth-secret-file", str(secret),
             "--parent-pid", str(link_pid),
             "--preload", "server.server_app",
-            # One ServerApp task per run: polling the public port fast would only cost the SuperLink.
-            "--poll-interval", "1.0",
+            # One ServerApp task per run: polling the public port fast would only cost the SuperLink
+            # (a holding SuperLink answers when a run starts, so the executor may ask again at once).
+            "--poll-interval", "0.01" if self.hold else "1.0",
         ]  # fmt: skip
         if self.max_wait is not None:
-            argv += ["--max-wait", str(self.max_wait)]
+            # The ServerApp's pulls for replies are held by the SuperLink: no need to sleep between.
+            argv += ["--max-wait", str(min(self.max_wait, 0.01) if self.hold else self.max_wait)]
         return Daemon("ServerApp executor", argv, self.logs / "executor.log", self.env())
 
     def stop(self, timeout: float = 15.0) -> None:
