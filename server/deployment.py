@@ -49,6 +49,9 @@ __all__ = [
 
 Scalar = bool | int | float | str
 _CONNECTION = "fedscan"
+# While the ServerApp's log streams, the stream's end is the sign that the run finished; the status is
+# asked now and then only as a safety net (each ask starts a `flwr` process: ~1 s of CPU here).
+_STATUS_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def follow_run(
     ).start()
     deadline = time.monotonic() + timeout
     records: list[RoundRecord] = []
-    next_status = time.monotonic() + 15.0
+    next_status = time.monotonic() + _STATUS_EVERY
     try:
         while True:
             link.check_alive()
@@ -152,7 +155,7 @@ def follow_run(
                 if str(status.get("status", "")).startswith("finished"):
                     records = _rounds(out_dir, records)
                     return str(status["status"]), str(status.get("status-details", "")), records
-                next_status = now + (2.0 if not stream.running else 15.0)
+                next_status = now + (2.0 if not stream.running else _STATUS_EVERY)
             if now > deadline:
                 link.flwr("stop", str(run_id), _CONNECTION, check=False, timeout=30)
                 raise TrainingError(
