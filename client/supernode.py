@@ -12,7 +12,9 @@ The site only connects out: no inbound port is opened (the Runtime API listens o
 
 Isolation, as on the server (``docs/deployment.md`` has the measurements): ``warm`` (default) runs the
 SuperNode with ``--isolation process``, a SuperExec secret, fedscan's pre-warmed executor
-(:mod:`common.warm_exec`) and idle polls capped (:mod:`common.flower_polling`); ``process`` uses
+(:mod:`common.warm_exec`) and idle polls capped (:mod:`common.flower_polling`); with ``hold`` (the
+default) the SuperNode holds its executor's empty ``AcquireTask`` answers until a task arrives and asks
+the SuperLink again at once after a held answer (:mod:`common.flower_wakeups`); ``process`` uses
 Flower's ``flower-superexec`` instead of the warm executor; ``subprocess`` is Flower's default.
 """
 

@@ -14,7 +14,8 @@ for (by default Flower keeps its state in memory; see :class:`SuperLink`).
 Isolation (how the ServerApp process is started; ``docs/deployment.md`` has the measurements):
 
 * ``warm`` (default): ``--isolation process`` and fedscan's pre-warmed executor
-  (:mod:`common.warm_exec`) with the ServerApp's idle polls capped (:mod:`common.flower_polling`);
+  (:mod:`common.warm_exec`) with the ServerApp's idle polls capped (:mod:`common.flower_polling`),
+  and the SuperLink holding empty poll answers until there is news (:mod:`common.flower_wakeups`);
 * ``process``: ``--isolation process`` and Flower's own ``flower-superexec``;
 * ``subprocess``: Flower's default, the SuperLink starts its own SuperExec.
 
@@ -83,6 +84,11 @@ class SuperLink:
     max_wait
         Cap, in seconds, on the ServerApp's idle waits between pulls for replies (``warm`` only);
         ``None`` keeps Flower's 3 s.
+    hold
+        Seconds the SuperLink holds an empty answer to a poll (messages for a site, the sites'
+        replies, a message part not uploaded yet) and answers as soon as there is news
+        (:mod:`common.flower_wakeups`); ``None`` answers at once, as stock Flower. Off with
+        ``subprocess`` isolation, which stays Flower's default throughout.
     database
         SQLite file for the SuperLink's state (runs, registrations, message objects), or ``None`` for
         Flower's in-memory state. In memory is the default: every model array crosses the SuperLink as
