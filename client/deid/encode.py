@@ -43,6 +43,11 @@ _SPACE_PADDED: Final = frozenset(
 _INTEGER_FORMATS: Final = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 
 
+def _tag_order(item: tuple[int, Any]) -> int:
+    """Sort key of a ``(tag, element)`` pair: the tag as a plain int (BaseTag compares in Python)."""
+    return int(item[0])
+
+
 @dataclass(frozen=True, slots=True)
 class FileRange:
     """Bytes still in the source file: a value pydicom deferred (``dcmread(..., defer_size=...)``)."""
@@ -171,7 +176,7 @@ def encode_chunks(ds: Dataset) -> list[Chunk]:
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
     if not implicit and any(
         isinstance(e, RawDataElement) and e.VR is None
-        for e in (ds.get_item(tag, keep_deferred=True) for tag in list(ds.keys()))
+        for e in ds.values()  # as stored: raw elements stay unconverted
     ):
         _resolve_vrs(ds)
         correct_ambiguous_vr(ds, little)  # e.g. 'OB or OW' pixel data -> OB or OW
@@ -220,10 +225,9 @@ class _Writer:
         return fp
 
     def write_dataset(self, ds: Dataset, encodings: str | list[str], *, top: bool = False) -> None:
-        for tag in sorted(ds.keys(), key=int):
+        for tag, elem in sorted(ds.items(), key=_tag_order):  # elements as stored, none converted
             if tag & 0xFFFF == 0 and tag >> 16 > 6:
                 continue  # retired group lengths are not written (PS3.5 7.2)
-            elem = ds.get_item(tag, keep_deferred=True)
             if not isinstance(elem, RawDataElement):
                 if elem.VR == "SQ":
                     self._write_sequence(elem, encodings)

@@ -195,8 +195,8 @@ def _dictionary_vr(tag: int) -> str:
     return vr
 
 
-def _vr_of(ds: Dataset, tag: int) -> str:
-    vr = ds.get_item(tag, keep_deferred=True).VR
+def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
+    vr = elem.VR
     if vr is None or vr == "UN":
         return _dictionary_vr(tag)
     return str(vr)
@@ -365,7 +365,9 @@ class Deidentifier:
     def _walk(self, ds: Dataset, run: _Run) -> None:
         rules = self._rules
         private: list[int] = []
-        for tag in list(ds.keys()):
+        # items() gives the elements as stored (raw ones unconverted), one lookup for the whole walk;
+        # each step below replaces or removes only its own element, so the snapshot stays current.
+        for tag, elem in list(ds.items()):
             group = tag >> 16
             if group & 1:
                 private.append(tag)
@@ -378,7 +380,7 @@ class Deidentifier:
                 del ds[tag]
                 run.count("CurveData (50xx)" if group < 0x6000 else "Overlay (60xx)", REMOVE)
                 continue
-            vr = _vr_of(ds, tag)
+            vr = _vr_of(elem, tag)
             rule = rules.get(tag)
             if rule is not None:
                 action, fallback, label = rule.action, rule.fallback, rule.keyword
