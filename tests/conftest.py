@@ -94,3 +94,22 @@ def headless_chromium(chromium: str) -> Callable[..., subprocess.CompletedProces
             )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def fresh_python() -> Callable[[str], str]:
+    """Run Python ``code`` in a new interpreter (for process-wide patches); return its stdout.
+
+    Fails the test with the child's stderr if the code raises.
+    """
+    import sys
+    import textwrap
+
+    def run(code: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    return run

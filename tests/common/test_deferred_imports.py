@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+from collections.abc import Callable
 
 
-def _run(code: str) -> str:
-    """Run ``code`` in a fresh interpreter (deferral is process-wide) and return its output."""
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, check=True
-    )
-    return done.stdout.strip()
-
-
-def test_pydicom_imports_without_running_its_downloader_modules() -> None:
-    out = _run(
+def test_pydicom_imports_without_running_its_downloader_modules(fresh_python: Callable[[str], str]) -> None:
+    out = fresh_python(
         """
         import sys
         from common.deferred_imports import PYDICOM_UNUSED_IMPORTS, defer_imports
@@ -26,11 +16,11 @@ def test_pydicom_imports_without_running_its_downloader_modules() -> None:
         print(ran)
         """
     )
-    assert out.splitlines() == ["['requests', 'urllib.request']", "[]"]
+    assert out.strip().splitlines() == ["['requests', 'urllib.request']", "[]"]
 
 
-def test_a_deferred_module_loads_on_first_use() -> None:
-    out = _run(
+def test_a_deferred_module_loads_on_first_use(fresh_python: Callable[[str], str]) -> None:
+    out = fresh_python(
         """
         import sys
         from common.deferred_imports import defer_imports
@@ -42,11 +32,11 @@ def test_a_deferred_module_loads_on_first_use() -> None:
         print(urllib.request.pathname2url("/a b"))
         """
     )
-    assert out.splitlines() == ["False", "Session True", "/a%20b"]
+    assert out.strip().splitlines() == ["False", "Session True", "/a%20b"]
 
 
-def test_modules_already_imported_or_missing_are_left_alone() -> None:
-    out = _run(
+def test_modules_already_imported_or_missing_are_left_alone(fresh_python: Callable[[str], str]) -> None:
+    out = fresh_python(
         """
         import json
         from common.deferred_imports import defer_imports
@@ -58,4 +48,4 @@ def test_modules_already_imported_or_missing_are_left_alone() -> None:
             print(type(exc).__name__)
         """
     )
-    assert out.splitlines() == ["['no_such_module_xyz']", "function", "ModuleNotFoundError"]
+    assert out.strip().splitlines() == ["['no_such_module_xyz']", "function", "ModuleNotFoundError"]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -47,7 +46,7 @@ def test_a_busy_supernode_looks_for_its_own_replies_more_often_than_it_asks_the_
         PollClock(0.2, local_wait=0.5)
 
 
-def test_shorten_polls_patches_flowers_waits_in_a_fresh_process() -> None:
+def test_shorten_polls_patches_flowers_waits_in_a_fresh_process(fresh_python: Callable[[str], str]) -> None:
     code = (
         "from common.flower_polling import shorten_polls\n"
         "changed = shorten_polls('serverapp', 0.1)\n"
@@ -59,10 +58,9 @@ def test_shorten_polls_patches_flowers_waits_in_a_fresh_process() -> None:
         "assert u.pull_objects.__kwdefaults__['max_time'] == 7200\n"
         "print(sorted(changed))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "flwr.superlink.grid.http_grid" in done.stdout
-    assert "pull_and_inflate_object_from_tree" in done.stdout
+    out = fresh_python(code)
+    assert "flwr.superlink.grid.http_grid" in out
+    assert "pull_and_inflate_object_from_tree" in out
 
 
 def test_modules_exist_in_this_flower() -> None:

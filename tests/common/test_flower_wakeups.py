@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -92,7 +91,9 @@ def test_a_supernode_waiting_for_its_clientapps_reply_wakes_when_it_is_stored() 
     assert time.monotonic() - started < 0.15
 
 
-def test_hold_empty_answers_wraps_flowers_handlers_once_in_a_fresh_process() -> None:
+def test_hold_empty_answers_wraps_flowers_handlers_once_in_a_fresh_process(
+    fresh_python: Callable[[str], str],
+) -> None:
     code = (
         "from common.flower_wakeups import hold_empty_answers\n"
         "first = hold_empty_answers('superlink', 0.5)\n"
@@ -105,9 +106,7 @@ def test_hold_empty_answers_wraps_flowers_handlers_once_in_a_fresh_process() -> 
         "print(len(first), len(again), len(node))\n"
         "print('\\n'.join(first + node))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    counts, *changed = done.stdout.splitlines()
+    counts, *changed = fresh_python(code).splitlines()
     expected = {f"{module}.{name}" for role in ROLES.values() for module, name, _ in role}
     assert expected <= set(changed), "Flower moved a polled handler: the hold would silently not apply"
     assert "InMemoryLinkState.store_message_ins" in changed
