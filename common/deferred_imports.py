@@ -1,7 +1,7 @@
 """Defer modules that a dependency imports eagerly but a command never uses.
 
 pydicom imports its test-data downloader when it is imported, and with it ``requests`` and
-``urllib.request`` (about a tenth of a second here, a quarter of pydicom's own import), although
+``urllib.request`` (about 50 ms of start-up here, measured through the CLI), although
 de-identification and ingest never download anything. :func:`defer_imports` makes such modules lazy
 (the standard library's :class:`importlib.util.LazyLoader`): ``import requests`` still succeeds and
 binds the module, but its code runs only when an attribute is first used, so a process that never uses
