@@ -1,118 +1,102 @@
-"""One wire object per model instead of one per array: packing of a message's array records.
+"""One wire object per message content: a message's records travel as one serialised record dict.
 
 Flower 1.42 moves a message as a tree of objects, each fetched or stored with its own request: the
-message, its record dict, each record, and for an array record every array and every chunk of it. In
-the deployment engine each of those requests crosses every hop (ServerApp -> SuperLink -> SuperNode
--> ClientApp and back) and each is authenticated and answered by a Python web service; the small CNN's
-8 arrays made about 20 objects per message, and moving them took most of a deployed round's latency
-(``benchmarks/bench_deployment.py``).
+message, its record dict, each record, and for an array record every array and every 5 MB chunk of
+it. In the deployment engine each of those requests crosses every hop (ServerApp -> SuperLink ->
+SuperNode -> ClientApp and back), and each is an authenticated HTTPS request answered by a Python web
+service; the SuperLink, which serves them one at a time, is what a deployed round waits for
+(``docs/deployment.md``). A legacy fit or evaluate message (model, config, metrics) made 6 to 8
+objects; one record dict of a single record makes 3, the least a message can be.
 
-:func:`pack_content` replaces every array record of two or more arrays by a record holding one array
-of their bytes, one after the other, and a config record ``fedscan.packed.<name>`` with each array's
-key, dtype, shape, serialisation type and size; :func:`unpack_content` restores the record exactly
-(the same ``Array`` objects byte for byte, in the same order). Nothing is converted, so what the
+:func:`pack_content` serialises the whole record dict with Flower's own protobuf encoding
+(``flwr.common.serde``) into the single record ``fedscan.packed``: a config record holding the bytes
+when they fit in one of Flower's array chunks (:data:`INLINE_LIMIT`), otherwise one ``uint8`` array
+that Flower chunks as usual, so no wire object is larger than Flower's own. :func:`unpack_content`
+restores the record dict exactly: the same records in the same order, arrays byte for byte (dtype,
+shape, serialisation type, data), config and metric values as sent. Nothing is converted, so what the
 sender's mods and Flower's SecAgg+ see and what the receiver's see are identical; only the transport
-between them is changed. Both ends are fedscan's: :func:`message_packing_mod` on the ClientApp
-(outermost, and it packs a reply only if the request came packed) and :class:`PackingGrid` around the
-ServerApp's grid.
+between them changes. Both ends are fedscan's: :func:`message_packing_mod` on the ClientApp (outermost,
+and it packs a reply only if the request came packed, so a ServerApp that does not pack gets plain
+replies) and :class:`PackingGrid` around the ServerApp's grid.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, Final
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.common.constant import FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE
+from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
+from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
 from flwr.serverapp import Grid
+from google.protobuf.message import DecodeError
 
-__all__ = ["PACKED_PREFIX", "PackingGrid", "message_packing_mod", "pack_content", "unpack_content"]
+__all__ = [
+    "INLINE_LIMIT",
+    "PACKED_RECORD",
+    "PackingGrid",
+    "is_packed",
+    "message_packing_mod",
+    "pack_content",
+    "unpack_content",
+]
 
-#: Config records named ``PACKED_PREFIX + <record name>`` describe a packed array record.
-PACKED_PREFIX = "fedscan.packed."
-_PACKED_ARRAY = "packed"
-_PACKED_STYPE = "fedscan.packed-arrays"
+#: The one record of a packed record dict.
+PACKED_RECORD: Final = "fedscan.packed"
+#: Packed contents up to this size travel as one config record; larger ones as an array Flower chunks.
+INLINE_LIMIT: Final = FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE
+_FIELD: Final = "recorddict"
+_STYPE: Final = "fedscan.recorddict-protobuf"
 
 
 def pack_content(content: RecordDict) -> RecordDict:
-    """A copy of ``content`` with each array record of two or more arrays packed into one array.
+    """``content`` as one record (``fedscan.packed``) holding its serialised form.
 
     The input is not changed (a workflow may send one record dict to many sites).
     """
-    packed = RecordDict()
-    for name, record in content.items():
-        if not isinstance(record, ArrayRecord) or len(record) < 2:
-            packed[name] = record
-            continue
-        arrays = list(record.items())
-        packed[name] = ArrayRecord(
-            array_dict={
-                _PACKED_ARRAY: Array(
-                    dtype="uint8",
-                    shape=(sum(len(a.data) for _, a in arrays),),
-                    stype=_PACKED_STYPE,
-                    data=b"".join(a.data for _, a in arrays),
-                )
-            },
-            keep_input=False,
-        )
-        packed[PACKED_PREFIX + name] = ConfigRecord(
-            {
-                "keys": [key for key, _ in arrays],
-                "dtypes": [a.dtype for _, a in arrays],
-                "shapes": [",".join(str(d) for d in a.shape) for _, a in arrays],
-                "stypes": [a.stype for _, a in arrays],
-                "sizes": [len(a.data) for _, a in arrays],
-            }
-        )
-    return packed
+    blob = recorddict_to_proto(content).SerializeToString()
+    if len(blob) <= INLINE_LIMIT:
+        return RecordDict({PACKED_RECORD: ConfigRecord({_FIELD: blob})})
+    array = Array(dtype="uint8", shape=(len(blob),), stype=_STYPE, data=blob)
+    return RecordDict({PACKED_RECORD: ArrayRecord(array_dict={_FIELD: array}, keep_input=False)})
+
+
+def is_packed(content: RecordDict) -> bool:
+    """Whether ``content`` is a packed record dict (holds :data:`PACKED_RECORD`)."""
+    return PACKED_RECORD in content
 
 
 def unpack_content(content: RecordDict) -> RecordDict:
-    """``content`` with every packed array record restored (a record dict without any is returned as is).
+    """The record dict packed in ``content``; ``content`` itself if it is not packed.
 
-    Raises ``ValueError`` if a packed record does not match its description (sizes, missing record).
+    Raises ``ValueError`` naming what is wrong if the packed record is malformed.
     """
-    described = [name for name in content if name.startswith(PACKED_PREFIX)]
-    if not described:
+    if not is_packed(content):
         return content
-    unpacked = RecordDict()
-    layouts = {name[len(PACKED_PREFIX) :]: content[name] for name in described}
-    for name, record in content.items():
-        if name.startswith(PACKED_PREFIX):
-            continue
-        layout = layouts.pop(name, None)
-        unpacked[name] = record if layout is None else _unpack_record(name, record, layout)
-    if layouts:
-        raise ValueError(f"Packed message describes records it does not hold: {', '.join(sorted(layouts))}.")
-    return unpacked
-
-
-def _unpack_record(name: str, record: Any, layout: Any) -> ArrayRecord:
-    if not isinstance(record, ArrayRecord) or list(record.keys()) != [_PACKED_ARRAY]:
-        raise ValueError(f"Packed record {name!r} is not a single packed array.")
-    if not isinstance(layout, ConfigRecord):
-        raise ValueError(f"Description of packed record {name!r} is not a config record.")
-    blob = record[_PACKED_ARRAY].data
-    fields = ("keys", "dtypes", "shapes", "stypes", "sizes")
+    if len(content) != 1:
+        others = ", ".join(sorted(name for name in content if name != PACKED_RECORD))
+        raise ValueError(f"A packed message holds other records beside {PACKED_RECORD!r}: {others}.")
+    record = content[PACKED_RECORD]
+    blob: object = None
+    if isinstance(record, ConfigRecord) and list(record.keys()) == [_FIELD]:
+        blob = record[_FIELD]
+    elif isinstance(record, ArrayRecord) and list(record.keys()) == [_FIELD]:
+        array = record[_FIELD]
+        blob = array.data if array.stype == _STYPE and array.dtype == "uint8" else None
+    if not isinstance(blob, bytes):
+        raise ValueError(f"Packed record {PACKED_RECORD!r} does not hold one serialised record dict.")
+    proto = RecordDictProto()
     try:
-        keys, dtypes, shapes, stypes, sizes = ([str(v) for v in cast(list, layout[f])] for f in fields)
-        lengths = [int(s) for s in sizes]
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"Description of packed record {name!r} is incomplete ({error}).") from None
-    if any(n < 0 for n in lengths) or sum(lengths) != len(blob):
-        raise ValueError(f"Packed record {name!r} holds {len(blob)} bytes; its description {sum(lengths)}.")
-    arrays: dict[str, Array] = {}
-    offset = 0
-    for key, dtype, shape, stype, size in zip(keys, dtypes, shapes, stypes, lengths, strict=True):
-        dims = tuple(int(d) for d in shape.split(",") if d)
-        arrays[key] = Array(dtype=dtype, shape=dims, stype=stype, data=blob[offset : offset + size])
-        offset += size
-    return ArrayRecord(array_dict=arrays, keep_input=False)
+        proto.ParseFromString(blob)
+        return recorddict_from_proto(proto)
+    except (DecodeError, ValueError, TypeError) as error:
+        raise ValueError(f"Packed record {PACKED_RECORD!r} is damaged ({error}).") from None
 
 
 def message_packing_mod(msg: Message, context: Context, call_next: Any) -> Message:
     """ClientApp mod (outermost): unpack the request, and pack the reply if the request came packed."""
-    came_packed = msg.has_content() and any(name.startswith(PACKED_PREFIX) for name in msg.content)
+    came_packed = msg.has_content() and is_packed(msg.content)
     if came_packed:
         msg.content = unpack_content(msg.content)
     reply: Message = call_next(msg, context)

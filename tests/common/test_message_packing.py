@@ -1,15 +1,17 @@
-"""Packing a message's array records into one wire object, and back, exactly (common.message_packing)."""
+"""Packing a message's content into one wire record, and back, exactly (common.message_packing)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common import ndarrays_to_parameters
 from flwr.compat.common.recorddict_compat import parameters_to_arrayrecord
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from common.message_packing import PACKED_PREFIX, message_packing_mod, pack_content, unpack_content
+from common import message_packing
+from common.message_packing import PACKED_RECORD, is_packed, message_packing_mod, pack_content, unpack_content
 
 
 def _model_like() -> list[np.ndarray]:
@@ -29,8 +31,11 @@ def _content() -> RecordDict:
             "fitins.parameters": parameters_to_arrayrecord(
                 ndarrays_to_parameters(_model_like()), keep_input=True
             ),
-            "fitins.config": ConfigRecord({"server-round": 3}),
+            "fitins.config": ConfigRecord(
+                {"server-round": 3, "digest": b"\x00\xff", "ok": True, "note": "x"}
+            ),
             "single": ArrayRecord(numpy_ndarrays=[np.arange(4.0)]),
+            "metrics": MetricRecord({"loss": 0.25, "num-examples": 40, "per-class": [0.5, 0.75]}),
         }
     )
 
@@ -39,49 +44,70 @@ def _arrays(record: ArrayRecord) -> list[tuple[str, str, tuple[int, ...], str, b
     return [(k, a.dtype, tuple(a.shape), a.stype, a.data) for k, a in record.items()]
 
 
-def test_round_trip_restores_every_array_byte_for_byte_in_order() -> None:
+def _objects_below_message(content: RecordDict) -> int:
+    """Wire objects Flower moves for this content (the record dict and everything under it)."""
+    return len(get_all_nested_objects(content))
+
+
+def test_round_trip_restores_every_record_exactly_in_order() -> None:
     original = _content()
     restored = unpack_content(pack_content(original))
     assert list(restored.keys()) == list(original.keys())
     for name in ("fitins.parameters", "single"):
         assert _arrays(restored[name]) == _arrays(original[name])  # type: ignore[arg-type]
-    assert dict(restored["fitins.config"]) == {"server-round": 3}  # type: ignore[arg-type]
+    assert dict(restored["fitins.config"]) == dict(original["fitins.config"])  # type: ignore[arg-type]
+    assert dict(restored["metrics"]) == dict(original["metrics"])  # type: ignore[arg-type]
+    assert type(restored["metrics"]) is MetricRecord and type(restored["fitins.config"]) is ConfigRecord
     decoded = [a.numpy() for a in restored["fitins.parameters"].values()]  # type: ignore[union-attr]
     for got, want in zip(decoded, _model_like(), strict=True):
         assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
 
 
-def test_packing_sends_one_array_and_leaves_the_input_alone() -> None:
+def test_a_packed_message_is_the_fewest_wire_objects_and_the_input_is_left_alone() -> None:
     original = _content()
     before = _arrays(original["fitins.parameters"])  # type: ignore[arg-type]
     packed = pack_content(original)
-    assert len(packed["fitins.parameters"]) == 1  # type: ignore[arg-type]
-    assert PACKED_PREFIX + "fitins.parameters" in packed
-    assert PACKED_PREFIX + "single" not in packed  # one array: nothing to gain
+    assert list(packed.keys()) == [PACKED_RECORD]
+    assert _objects_below_message(packed) == 2  # the record dict and one config record
+    assert _objects_below_message(original) > 2 * len(_model_like())  # each array and chunk its own
     assert _arrays(original["fitins.parameters"]) == before  # type: ignore[arg-type]
-    # Fewer objects on the wire: Flower moves each array (and its chunks) as objects of their own.
-    assert len(packed.deflate()) and len(packed.children or {}) == len(original.children or {}) + 1
-    assert len(packed["fitins.parameters"].children or {}) == 1  # type: ignore[union-attr]
 
 
-def test_content_without_packed_records_passes_through() -> None:
+def test_content_larger_than_a_chunk_travels_as_an_array_flower_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(message_packing, "INLINE_LIMIT", 1024)  # as if the model were large
+    original = _content()
+    packed = pack_content(original)
+    assert isinstance(packed[PACKED_RECORD], ArrayRecord)
+    restored = unpack_content(packed)
+    assert _arrays(restored["fitins.parameters"]) == _arrays(original["fitins.parameters"])  # type: ignore[arg-type]
+    big = RecordDict({"model": ArrayRecord(numpy_ndarrays=[np.arange(700_000, dtype=np.float64)])})  # 5.6 MB
+    monkeypatch.setattr(message_packing, "INLINE_LIMIT", message_packing.FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE)
+    wire = pack_content(big)
+    chunks = [o for o in get_all_nested_objects(wire).values() if type(o).__name__ == "ArrayChunk"]
+    assert len(chunks) == 2 and all(len(c.data) <= message_packing.INLINE_LIMIT for c in chunks)  # type: ignore[attr-defined]
+    assert np.array_equal(unpack_content(wire)["model"].to_numpy_ndarrays()[0], np.arange(700_000.0))  # type: ignore[union-attr]
+
+
+def test_content_that_is_not_packed_passes_through() -> None:
     content = _content()
-    assert unpack_content(content) is content
+    assert unpack_content(content) is content and not is_packed(content)
 
 
-@pytest.mark.parametrize("damage", ["bytes", "layout", "missing"])
+@pytest.mark.parametrize("damage", ["bytes", "extra record", "wrong field", "wrong record type"])
 def test_a_damaged_packed_record_is_refused(damage: str) -> None:
     packed = pack_content(_content())
+    blob = packed[PACKED_RECORD]["recorddict"]  # type: ignore[index]
     if damage == "bytes":
-        blob = packed["fitins.parameters"]["packed"]  # type: ignore[index]
-        packed["fitins.parameters"] = ArrayRecord(
-            array_dict={"packed": Array(dtype="uint8", shape=(1,), stype=blob.stype, data=blob.data[:-1])}
-        )
-    elif damage == "layout":
-        packed[PACKED_PREFIX + "fitins.parameters"] = ArrayRecord(numpy_ndarrays=[np.zeros(1)])
+        packed[PACKED_RECORD] = ConfigRecord({"recorddict": blob[:-3]})  # type: ignore[index]
+    elif damage == "extra record":
+        packed["intruder"] = ConfigRecord({"x": 1})
+    elif damage == "wrong field":
+        packed[PACKED_RECORD] = ConfigRecord({"other": blob})
     else:
-        del packed["fitins.parameters"]
-    with pytest.raises(ValueError, match="fitins.parameters"):
+        packed[PACKED_RECORD] = MetricRecord({"recorddict": 1.0})
+    with pytest.raises(ValueError, match=PACKED_RECORD):
         unpack_content(packed)
 
 
@@ -104,7 +130,8 @@ def test_the_mod_unpacks_requests_and_packs_replies_only_for_packed_requests(
     packed_request = Message(pack_content(_content()), dst_node_id=2, message_type="train")
     reply = message_packing_mod(packed_request, context, app)
     assert len(seen[-1]["fitins.parameters"]) == 5  # type: ignore[arg-type]
-    assert len(reply.content["fitins.parameters"]) == 1  # type: ignore[arg-type]
+    assert is_packed(reply.content)
+    assert len(unpack_content(reply.content)["fitins.parameters"]) == 5  # type: ignore[arg-type]
     plain_request = Message(_content(), dst_node_id=2, message_type="train")
     reply = message_packing_mod(plain_request, context, app)
-    assert len(reply.content["fitins.parameters"]) == 5  # type: ignore[arg-type]
+    assert not is_packed(reply.content) and len(reply.content["fitins.parameters"]) == 5  # type: ignore[arg-type]
