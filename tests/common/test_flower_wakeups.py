@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from common.flower_polling import PollClock
-from common.flower_wakeups import ROLES, StateChanges, _holding, changes, hold_empty_answers
+from common.flower_wakeups import ROLES, StateChanges, _holding, _object_topic, changes, hold_empty_answers
 
 
 def _answer(messages: list[str]) -> SimpleNamespace:
@@ -64,6 +64,31 @@ def test_a_change_between_looking_and_waiting_is_not_lost() -> None:
     assert time.monotonic() - started < 6.0
 
 
+def test_a_held_poll_wakes_for_its_own_topic_only() -> None:
+    uploaded: set[str] = set()
+    looks: list[str] = []
+
+    def pull(request: SimpleNamespace) -> SimpleNamespace:
+        looks.append(request.object_id)
+        return SimpleNamespace(object_found=True, object_available=request.object_id in uploaded)
+
+    def upload_others_then_mine() -> None:
+        for object_id in ("other-1", "other-2", "other-3"):
+            time.sleep(0.05)
+            uploaded.add(object_id)
+            changes().bump(("object", object_id))
+        time.sleep(0.05)
+        uploaded.add("mine")
+        changes().bump(("object", "mine"))
+
+    held = _holding(pull, lambda r: not r.object_available, hold=8.0, topic_of=_object_topic)
+    threading.Thread(target=upload_others_then_mine).start()
+    started = time.monotonic()
+    answer = held(request=SimpleNamespace(object_id="mine"))
+    assert answer.object_available and time.monotonic() - started < 6.0
+    assert looks == ["mine", "mine"]  # the other uploads did not wake it to look again
+
+
 def test_state_changes_wait_for_the_next_change_only() -> None:
     counter = StateChanges()
     seen = counter.count
@@ -107,7 +132,7 @@ def test_hold_empty_answers_wraps_flowers_handlers_once_in_a_fresh_process(
         "print('\\n'.join(first + node))\n"
     )
     counts, *changed = fresh_python(code).splitlines()
-    expected = {f"{module}.{name}" for role in ROLES.values() for module, name, _ in role}
+    expected = {f"{module}.{name}" for role in ROLES.values() for module, name, _, _ in role}
     assert expected <= set(changed), "Flower moved a polled handler: the hold would silently not apply"
     assert "InMemoryLinkState.store_message_ins" in changed
     assert "InMemoryNodeState.store_message" in changed
@@ -120,3 +145,25 @@ def test_bad_arguments_are_refused() -> None:
         hold_empty_answers("serverapp")
     with pytest.raises(ValueError, match="hold"):
         hold_empty_answers("superlink", 0)
+
+
+def test_topics_are_read_from_flowers_own_requests_and_state_calls() -> None:
+    import inspect
+
+    from flwr.proto.fleet_pb2 import PullMessagesRequest
+    from flwr.proto.message_pb2 import PullObjectRequest
+    from flwr.proto.node_pb2 import Node
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore
+
+    from common.flower_wakeups import _inbox_topic, _ins_topics, _put_topics
+
+    assert _object_topic((PullObjectRequest(object_id="abc"),), {}) == ("object", "abc")
+    assert _inbox_topic((), {"request": PullMessagesRequest(node=Node(node_id=42))}) == ("inbox", 42)
+    # The state methods are called as Flower 1.42 declares them: put(self, object_id, ...) and
+    # store_message_ins(self, message); the wake-up reads the same arguments.
+    assert list(inspect.signature(InMemoryObjectStore.put).parameters)[:2] == ["self", "object_id"]
+    assert list(inspect.signature(InMemoryLinkState.store_message_ins).parameters)[:2] == ["self", "message"]
+    assert _put_topics((None, "abc", b""), {}) == (("object", "abc"),)
+    message = SimpleNamespace(metadata=SimpleNamespace(dst_node_id=42))
+    assert _ins_topics((None,), {"message": message}) == (("inbox", 42),)
