@@ -22,7 +22,7 @@ for large federations). A module not where Flower 1.42 keeps it (another Flower 
 alone and the caller told, so the worst case is Flower's own latency, never a failure.
 
 Run as ``python -m common.flower_polling --max-wait 0.2 flower-supernode ARGS...`` to start Flower's
-own SuperNode command with the capped waits.
+own SuperNode command with the capped waits (and fedscan's other adjustments, see :func:`main`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 import types
 from collections.abc import Sequence
 
-from common import flower_wakeups
+from common import flower_wakeups, superlink_middleware
 
 __all__ = [
     "POLL_MODULES",
@@ -164,10 +164,12 @@ def shorten_polls(role: str, max_wait: float, *, held_after: float | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Start ``flower-supernode`` or ``flower-superlink`` with fedscan's waits (the rest goes to Flower).
+    """Start ``flower-supernode`` or ``flower-superlink`` with fedscan's pace (the rest goes to Flower).
 
     ``--max-wait`` caps a SuperNode's idle waits; ``--hold`` makes the process hold empty poll answers
-    (:mod:`common.flower_wakeups`) and, for a SuperNode, poll again at once after a held answer.
+    (:mod:`common.flower_wakeups`) and, for a SuperNode, poll again at once after a held answer. A
+    SuperLink lets Fleet and Runtime requests past its Control-API middleware
+    (:mod:`common.superlink_middleware`).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--max-wait", type=float, default=0.2, help="Longest idle wait, in seconds.")
@@ -179,12 +181,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     role = "supernode" if args.command == "flower-supernode" else "superlink"
     if args.hold > 0:
         changed += flower_wakeups.hold_empty_answers(role, args.hold)
+    if role == "superlink":
+        changed += superlink_middleware.skip_idle_middleware()
     if role == "supernode":
         held_after = args.hold / 2 if args.hold > 0 else None
         changed += shorten_polls("supernode", args.max_wait, held_after=held_after)
     where = ", ".join(changed) or "nothing (not Flower 1.42's layout)"
     print(
-        f"fedscan: waits (cap {args.max_wait} s, hold {args.hold} s) changed in {where}",
+        f"fedscan: pace (wait cap {args.max_wait} s, hold {args.hold} s) changed in {where}",
         file=sys.stderr,
         flush=True,
     )

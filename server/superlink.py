@@ -15,7 +15,9 @@ Isolation (how the ServerApp process is started; ``docs/deployment.md`` has the 
 
 * ``warm`` (default): ``--isolation process`` and fedscan's pre-warmed executor
   (:mod:`common.warm_exec`) with the ServerApp's idle polls capped (:mod:`common.flower_polling`),
-  and the SuperLink holding empty poll answers until there is news (:mod:`common.flower_wakeups`);
+  and the SuperLink holding empty poll answers until there is news (:mod:`common.flower_wakeups`)
+  and skipping Control-API middleware on Fleet and Runtime requests (:mod:`common.superlink_middleware`,
+  in both process modes);
 * ``process``: ``--isolation process`` and Flower's own ``flower-superexec``;
 * ``subprocess``: Flower's default, the SuperLink starts its own SuperExec.
 
@@ -145,16 +147,17 @@ class SuperLink:
         self._write_cli_config()
         if (self.database is None or not self.database.exists()) and self.registry_file.exists():
             self.registry_file.unlink()  # registrations live in the database: a new one knows none
-        # With a hold, Flower's own command runs in a launcher that makes it answer polls when there
-        # is news (common.flower_wakeups); same process, same arguments.
+        # Outside Flower's default isolation, Flower's own command runs in fedscan's launcher (same
+        # process, same arguments): it answers polls when there is news (common.flower_wakeups) and
+        # lets Fleet and Runtime requests past the Control-API middleware (common.superlink_middleware).
         command = [str(Path(sys.executable).parent / "flower-superlink")]
-        if self.hold:
+        if self.isolation != "subprocess":
             command = [
                 sys.executable,
                 "-m",
                 "common.flower_polling",
                 "--hold",
-                str(self.hold),
+                str(self.hold or 0),
                 "flower-superlink",
             ]
         argv = [

@@ -1,0 +1,100 @@
+"""Let Fleet and Runtime requests past the SuperLink's Control-API middleware, which does nothing for them.
+
+Flower 1.42's SuperLink serves its Fleet API (the sites), Runtime API (the ServerApp) and Control API
+(``flwr`` commands) from one FastAPI app, and every request crosses all eight of its middleware
+layers, each a Starlette ``BaseHTTPMiddleware`` (a task group and a streamed copy of the response per
+layer and request). Profiled in a deployed SecAgg+ round, the SuperLink, which serves every request of
+the federation one at a time, spent most of its CPU in that machinery and little in Flower's handlers;
+the requests queued behind each other and the round waited for them (``docs/deployment.md``).
+
+Six of the eight layers act on one API only and hand every other request straight to the next layer
+(``call_next`` and nothing else, in Flower's own code): the four Control ones (no-cache headers on
+sensitive routes, account authentication, licence check, Control event log) act only on
+``/v1/control/`` paths, and node authentication and the Fleet event log only on ``/v1/fleet/`` paths.
+:func:`skip_idle_middleware` wraps those six so that a request outside their API goes directly to the
+layer inside: the same layers run, in the same order, on every request for which any of them does
+anything; the path is read exactly as they read it (Starlette's ``Request.url.path``). Error
+translation and protobuf translation still run on every request, and the Fleet API's node
+authentication on every Fleet request.
+
+Patched in the process that calls it (fedscan's launcher, :mod:`common.flower_polling`), before the
+SuperLink builds its app, and only where Flower 1.42 keeps these classes; another Flower is left alone
+and the caller told, so the worst case is Flower's own speed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Final
+
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["API_OF_MIDDLEWARE", "OneApiMiddleware", "skip_idle_middleware"]
+
+_APP_MODULE: Final = "flwr.superlink.main"
+#: Flower 1.42's SuperLink middleware that acts on one API only, by class name: that API's path prefix.
+API_OF_MIDDLEWARE: Final[dict[str, str]] = {
+    "ControlSensitiveResponseMiddleware": "/v1/control/",
+    "ControlAuthenticationMiddleware": "/v1/control/",
+    "ControlLicenseMiddleware": "/v1/control/",
+    "ControlEventLogMiddleware": "/v1/control/",
+    "NodeAuthMiddleware": "/v1/fleet/",
+    "FleetEventLogMiddleware": "/v1/fleet/",
+}
+
+
+class OneApiMiddleware:
+    """Runs ``middleware`` on HTTP requests under ``prefix``; every other request goes to ``app`` directly.
+
+    ``middleware`` must hand requests outside ``prefix`` to ``call_next`` unchanged (what each class in
+    :data:`API_OF_MIDDLEWARE` does in Flower 1.42); then this wrapper changes no request's outcome.
+    """
+
+    def __init__(
+        self, app: ASGIApp, /, *, middleware: Callable[..., ASGIApp], prefix: str, **options: Any
+    ) -> None:
+        self.inner = app
+        self.wrapped: ASGIApp = middleware(app, **options)
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not Request(scope).url.path.startswith(self.prefix):
+            await self.inner(scope, receive, send)
+        else:
+            await self.wrapped(scope, receive, send)
+
+
+def _wrapped(entry: Middleware) -> Middleware:
+    prefix = API_OF_MIDDLEWARE.get(getattr(entry.cls, "__name__", ""))
+    if prefix is None:
+        return entry
+    return Middleware(OneApiMiddleware, *entry.args, middleware=entry.cls, prefix=prefix, **entry.kwargs)
+
+
+def skip_idle_middleware() -> list[str]:
+    """Make the SuperLink built in this process skip one-API middleware outside its API.
+
+    Returns the names of the middleware classes wrapped (empty if Flower is not laid out as 1.42 is).
+    Idempotent.
+    """
+    try:
+        module = importlib.import_module(_APP_MODULE)
+    except ImportError:
+        return []
+    build: Callable[[], list[Middleware]] | None = getattr(module, "_get_middleware", None)
+    if build is None:
+        return []
+    original: Callable[[], list[Middleware]] = getattr(build, "__wrapped__", build)
+    found = [getattr(entry.cls, "__name__", "") for entry in original()]
+    if not set(API_OF_MIDDLEWARE) <= set(found):
+        return []
+
+    def lean_middleware() -> list[Middleware]:
+        return [_wrapped(entry) for entry in original()]
+
+    lean_middleware.__wrapped__ = original  # type: ignore[attr-defined]
+    module._get_middleware = lean_middleware  # type: ignore[attr-defined]
+    return [f"{_APP_MODULE}.{name}" for name in found if name in API_OF_MIDDLEWARE]

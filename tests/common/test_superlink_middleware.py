@@ -1,0 +1,67 @@
+"""The SuperLink's app answers every request as before once idle middleware is skipped (real app)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from common.superlink_middleware import API_OF_MIDDLEWARE
+
+# Builds Flower's own SuperLink app twice in one interpreter, stock and with the one-API middleware
+# skipped outside its API, and sends both the same requests through httpx's ASGI transport.
+_COMPARE = """
+import asyncio, json
+import httpx
+from flwr.proto.fleet_pb2 import PullMessagesRequest
+from flwr.proto.node_pb2 import Node
+from flwr.superlink import main as superlink_main
+
+from common.superlink_middleware import skip_idle_middleware
+
+stock = superlink_main.create_app()
+wrapped = skip_idle_middleware()
+again = skip_idle_middleware()
+lean = superlink_main.create_app()
+for app in (stock, lean):
+    app.state.enable_supernode_auth = True  # as `flower-superlink --enable-supernode-auth`
+
+PB = {"content-type": "application/protobuf"}
+UNSIGNED = PullMessagesRequest(node=Node(node_id=7)).SerializeToString()
+REQUESTS = {
+    "unsigned fleet": ("POST", "/v1/fleet/pull-messages", UNSIGNED, PB),
+    "malformed fleet": ("POST", "/v1/fleet/pull-messages", b"\\xff\\xff", PB),
+    "runtime without token": ("POST", "/v1/runtime/get-nodes", b"", PB),
+    "sensitive control": ("POST", "/v1/control/get-login-details", b"", PB),
+    "control": ("POST", "/v1/control/list-runs", b"", PB),
+    "health": ("GET", "/health", None, {}),
+}
+
+async def ask(app, method, path, body, headers):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://superlink") as c:
+        r = await c.request(method, path, content=body, headers=headers)
+        kept = {k: v for k, v in r.headers.items() if k in ("cache-control", "pragma", "content-type")}
+        return [r.status_code, kept, r.content.hex()]
+
+answers = {label: [asyncio.run(ask(stock, *request)), asyncio.run(ask(lean, *request))]
+           for label, request in REQUESTS.items()}
+print(json.dumps({"wrapped": wrapped, "again": again, "answers": answers}))
+"""
+
+
+def test_every_request_gets_the_same_answer_with_idle_middleware_skipped(
+    fresh_python: Callable[[str], str],
+) -> None:
+    result = json.loads(fresh_python(_COMPARE).strip().splitlines()[-1])
+    names = {entry.rsplit(".", 1)[-1] for entry in result["wrapped"]}
+    assert names == set(API_OF_MIDDLEWARE), "Flower's SuperLink middleware changed: nothing would be skipped"
+    assert result["again"] == result["wrapped"]  # idempotent
+    answers = result["answers"]
+    for label, (stock, lean) in answers.items():
+        assert stock[:2] == lean[:2], label  # status, content type and cache headers
+        if label != "control":  # the list of runs carries the current time
+            assert stock[2] == lean[2], label
+    # Node authentication still guards the Fleet API, the task token the Runtime API, and the
+    # Control API's sensitive routes still get their no-cache headers.
+    assert answers["unsigned fleet"][1][0] == 401
+    assert answers["runtime without token"][1][0] == 401
+    assert answers["sensitive control"][1][1].get("cache-control") == "no-store"
