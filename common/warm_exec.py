@@ -10,7 +10,10 @@ once on two cores) is paid for every message: 2 per plain round and 5 per SecAgg
 one-task token), so this executor keeps the *interpreter* warm instead: it imports Flower and the
 modules named with ``--preload`` once, then ``fork()``s a child per task that runs Flower's own
 ``run_clientapp`` (or ``run_serverapp``) with the task's token. Each message still runs in its own
-process that exits afterwards, exactly as with the stock SuperExec; only the start-up is gone.
+process that exits afterwards, exactly as with the stock SuperExec; only the start-up is gone. The
+child for the next task is forked ahead, while nothing waits for it (a *spare*: it waits for its
+token on a pipe and exits without running anything if the executor stops or dies first), so a task
+does not wait for ``fork()`` either.
 
 Safety of ``fork()`` here: the parent never starts a thread and never runs a torch operation (torch's
 OpenMP pool must not exist before a fork), it only imports; it holds no data and no keys. Its HTTP
@@ -96,6 +99,7 @@ class WarmExecutor:
         self.max_wait = max_wait
         self.parent_pid = parent_pid
         self.children: dict[int, float] = {}  # pid -> start (monotonic)
+        self._spare: tuple[int, int] | None = None  # (pid, write end of its token pipe)
         self._stopping = False
 
     def serve(self) -> int:
@@ -110,6 +114,7 @@ class WarmExecutor:
         try:
             while not self._stopping and self._parent_alive():
                 self._reap()
+                self._keep_spare()
                 try:
                     res = client.AcquireTask(AcquireTaskRequest(supported_task_types=wanted))
                 except Exception as error:  # noqa: BLE001 - the Runtime API may be restarting
@@ -117,7 +122,7 @@ class WarmExecutor:
                     time.sleep(min(1.0, 10 * self.poll_interval))
                     continue
                 if res.HasField("task") and res.token:
-                    self._fork_task(res.token)
+                    self._start_task(res.token)
                     self._last_task = time.monotonic()
                     continue  # another task may be waiting
                 busy = time.monotonic() - self._last_task < self.busy_window
@@ -176,17 +181,36 @@ class WarmExecutor:
                 f"after {time.monotonic() - started:.2f} s{usage}"
             )
 
-    def _fork_task(self, token: str) -> None:
+    def _keep_spare(self) -> None:
+        """Have the next task's process forked and prepared before its task arrives.
+
+        ``fork()`` of this warm interpreter and the child's own set-up took 30 ms on an idle core and
+        about 0.1 s on a busy one, on every message's critical path; a spare child pays it while
+        nothing waits. The spare waits for its task's token on a pipe and exits, having run nothing,
+        when the pipe closes without one (this executor stopping or gone).
+        """
+        if self._spare is not None:
+            pid, _ = self._spare
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    return  # still waiting for a task
+            _say(f"spare task process {pid} ended before its task; forking another")
+            os.close(self._spare[1])
+            self._spare = None
+        read_end, write_end = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid:
-            self.children[pid] = time.monotonic()
-            _say(f"task process {pid} started")
+            os.close(read_end)
+            self._spare = (pid, write_end)
             return
+        os.close(write_end)
         code = 1
         try:
-            code = self._run_task(token)
+            self._prepare_task()
+            token = _read_all(read_end)
+            code = self._run_task(token) if token else 0
         except SystemExit as done:  # Flower ends every task with sys.exit
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         except BaseException:  # noqa: BLE001 - a child must never return into the parent's loop
@@ -197,15 +221,33 @@ class WarmExecutor:
                 sys.stderr.flush()
             os._exit(code)
 
-    def _run_task(self, token: str) -> int:
-        """In the forked child: run one task with Flower's own task runner."""
+    def _start_task(self, token: str) -> None:
+        """Hand ``token`` to the spare process (forked now if there is none), which runs the task."""
+        self._keep_spare()
+        assert self._spare is not None
+        pid, write_end = self._spare
+        self._spare = None
+        try:
+            os.write(write_end, token.encode())  # a token is far below the pipe's atomic size
+        finally:
+            os.close(write_end)
+        self.children[pid] = time.monotonic()
+        _say(f"task process {pid} started")
+
+    def _prepare_task(self) -> None:
+        """In a spare child, before its task: default signals, fedscan's waits and transfers."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        parent = os.getppid()
         if self.max_wait is not None:
             from common.flower_polling import shorten_polls
+            from common.flower_transfers import widen_object_transfers
 
             shorten_polls("clientapp" if self.task_type == "flwr-clientapp" else "serverapp", self.max_wait)
+            widen_object_transfers()
+
+    def _run_task(self, token: str) -> int:
+        """In the spare child, once it has its token: run one task with Flower's own task runner."""
+        parent = os.getppid()
         if self.task_type == "flwr-clientapp":
             from flwr.supernode.runtime.run_clientapp import run_clientapp
 
@@ -240,7 +282,12 @@ class WarmExecutor:
         return 0
 
     def _stop_children(self) -> None:
-        """SIGTERM every running task, wait (bounded), SIGKILL what is left; all by PID."""
+        """Release the spare, SIGTERM every running task, wait (bounded), SIGKILL what is left; by PID."""
+        if self._spare is not None:
+            pid, write_end = self._spare
+            os.close(write_end)  # the spare reads no token and exits
+            self.children[pid] = time.monotonic()
+            self._spare = None
         self._reap()
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
@@ -255,6 +302,15 @@ class WarmExecutor:
         while self.children and time.monotonic() < deadline + 5:
             time.sleep(0.05)
             self._reap()
+
+
+def _read_all(fd: int) -> str:
+    """Everything written to the pipe ``fd`` until its write end closes (empty if nothing was)."""
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _say(message: str) -> None:
