@@ -67,16 +67,19 @@ def _gone(pid: int) -> bool:
     return "\nState:\tZ" in state  # exited, not reaped by its new parent yet
 
 
+# An executor that forks its spare and ends as if killed: no stop, no release of the spare.
+_DIES_UNCLEANLY = """
+import os
+from common.warm_exec import WarmExecutor
+executor = WarmExecutor("127.0.0.1:9", "flwr-clientapp", insecure=True)
+executor._keep_spare()
+print(executor._spare[0], flush=True)
+os._exit(0)
+"""
+
+
 def test_a_spare_exits_when_its_executor_dies_without_cleaning_up(fresh_python: Callable[[str], str]) -> None:
-    code = (
-        "import os, sys\n"
-        "from common.warm_exec import WarmExecutor\n"
-        "executor = WarmExecutor('127.0.0.1:9', 'flwr-clientapp', insecure=True)\n"
-        "executor._keep_spare()\n"
-        "print(executor._spare[0], flush=True)\n"
-        "os._exit(0)  # as if killed: no stop, no release\n"
-    )
-    spare = int(fresh_python(code).strip().splitlines()[-1])
+    spare = int(fresh_python(_DIES_UNCLEANLY).strip().splitlines()[-1])
     deadline = time.monotonic() + 10
     while not _gone(spare) and time.monotonic() < deadline:
         time.sleep(0.05)
