@@ -1,4 +1,4 @@
-"""One wire object per message content: a message's records travel as one serialised record dict.
+"""A message's whole content as one record: three wire objects per message, the fewest Flower allows.
 
 Flower 1.42 moves a message as a tree of objects, each fetched or stored with its own request: the
 message, its record dict, each record, and for an array record every array and every 5 MB chunk of
@@ -6,7 +6,8 @@ it. In the deployment engine each of those requests crosses every hop (ServerApp
 SuperNode -> ClientApp and back), and each is an authenticated HTTPS request answered by a Python web
 service; the SuperLink, which serves them one at a time, is what a deployed round waits for
 (``docs/deployment.md``). A legacy fit or evaluate message (model, config, metrics) made 6 to 8
-objects; one record dict of a single record makes 3, the least a message can be.
+objects even with each array record packed into one array; a record dict of a single record makes 3
+(the message, the record dict, the record), the least a message can be.
 
 :func:`pack_content` serialises the whole record dict with Flower's own protobuf encoding
 (``flwr.common.serde``) into the single record ``fedscan.packed``: a config record holding the bytes
