@@ -18,8 +18,9 @@ translation and protobuf translation still run on every request, and the Fleet A
 authentication on every Fleet request.
 
 Patched in the process that calls it (fedscan's launcher, :mod:`common.flower_polling`), before the
-SuperLink builds its app, and only where Flower 1.42 keeps these classes; another Flower is left alone
-and the caller told, so the worst case is Flower's own speed.
+SuperLink builds its app, and only on Flower 1.42 (whose code was read for what each layer does: one
+of them is node authentication, so a newer Flower is not assumed to behave the same); another Flower
+is left alone and the caller told, so the worst case is Flower's own speed.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["API_OF_MIDDLEWARE", "OneApiMiddleware", "skip_idle_middleware"]
+__all__ = ["API_OF_MIDDLEWARE", "CHECKED_FLOWER", "OneApiMiddleware", "skip_idle_middleware"]
 
 _APP_MODULE: Final = "flwr.superlink.main"
+#: The Flower release whose middleware was read for :data:`API_OF_MIDDLEWARE`; others are left alone.
+CHECKED_FLOWER: Final = "1.42."
 #: Flower 1.42's SuperLink middleware that acts on one API only, by class name: that API's path prefix.
 API_OF_MIDDLEWARE: Final[dict[str, str]] = {
     "ControlSensitiveResponseMiddleware": "/v1/control/",
@@ -82,8 +85,11 @@ def skip_idle_middleware() -> list[str]:
     """
     try:
         module = importlib.import_module(_APP_MODULE)
+        from flwr.supercore.version import package_version
     except ImportError:
         return []
+    if not package_version.startswith(CHECKED_FLOWER):
+        return []  # what a middleware does is read from Flower's code, version by version
     build: Callable[[], list[Middleware]] | None = getattr(module, "_get_middleware", None)
     if build is None:
         return []

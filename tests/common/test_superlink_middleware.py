@@ -65,3 +65,17 @@ def test_every_request_gets_the_same_answer_with_idle_middleware_skipped(
     assert answers["unsigned fleet"][1][0] == 401
     assert answers["runtime without token"][1][0] == 401
     assert answers["sensitive control"][1][1].get("cache-control") == "no-store"
+
+
+# A Flower release whose middleware nobody has read: the SuperLink's middleware stays Flower's.
+_OTHER_RELEASE = """
+import flwr.supercore.version as version
+version.package_version = "1.43.0"
+from flwr.superlink import main as superlink_main
+from common.superlink_middleware import skip_idle_middleware
+print(skip_idle_middleware(), superlink_main._get_middleware.__name__)
+"""
+
+
+def test_another_flower_release_is_left_alone(fresh_python: Callable[[str], str]) -> None:
+    assert fresh_python(_OTHER_RELEASE).strip().splitlines()[-1] == "[] _get_middleware"
