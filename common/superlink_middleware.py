@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 __all__ = ["API_OF_MIDDLEWARE", "CHECKED_FLOWER", "OneApiMiddleware", "skip_idle_middleware"]
 
 _APP_MODULE: Final = "flwr.superlink.main"
+_PATH_KEY: Final = "fedscan.url_path"
 #: The Flower release whose middleware was read for :data:`API_OF_MIDDLEWARE`; others are left alone.
 CHECKED_FLOWER: Final = "1.42."
 #: Flower 1.42's SuperLink middleware that acts on one API only, by class name: that API's path prefix.
@@ -64,10 +65,24 @@ class OneApiMiddleware:
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not Request(scope).url.path.startswith(self.prefix):
+        if scope["type"] == "http" and not _url_path(scope).startswith(self.prefix):
             await self.inner(scope, receive, send)
         else:
             await self.wrapped(scope, receive, send)
+
+
+def _url_path(scope: Scope) -> str:
+    """The path as the middleware reads it (``Request.url.path``), worked out once per request.
+
+    Six wrapped layers ask for it; building Starlette's URL each time showed in the SuperLink's
+    profile. Kept in the scope with the raw path it came from, so a rewritten path is read afresh.
+    """
+    cached = scope.get(_PATH_KEY)
+    if cached is not None and cached[0] == scope["path"]:
+        return str(cached[1])
+    path = Request(scope).url.path
+    scope[_PATH_KEY] = (scope["path"], path)
+    return path
 
 
 def _wrapped(entry: Middleware) -> Middleware:
