@@ -154,12 +154,13 @@ def _inbox_topic(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Topic:
     return ("inbox", int(_request(args, kwargs).node.node_id))
 
 
-def _replies_topic(_args: tuple[Any, ...], _kwargs: dict[str, Any]) -> Topic:
-    return ("replies",)
+_REPLIES: Final = ("replies",)
+_TASKS: Final = ("tasks",)
 
 
-def _tasks_topic(_args: tuple[Any, ...], _kwargs: dict[str, Any]) -> Topic:
-    return ("tasks",)
+def _fixed(value: Any) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    """A topic (or topics) that does not depend on the call."""
+    return lambda _args, _kwargs: value
 
 
 def _put_topics(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Topic, ...]:
@@ -172,32 +173,20 @@ def _ins_topics(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Topic, .
     return (("inbox", int(message.metadata.dst_node_id)),)
 
 
-def _replies_topics(_args: tuple[Any, ...], _kwargs: dict[str, Any]) -> tuple[Topic, ...]:
-    return (("replies",),)
-
-
-def _tasks_topics(_args: tuple[Any, ...], _kwargs: dict[str, Any]) -> tuple[Topic, ...]:
-    return (("tasks",),)
-
-
-def _none(_args: tuple[Any, ...], _kwargs: dict[str, Any]) -> tuple[Topic, ...]:
-    return ()
-
-
 _IN_MEMORY_LINK: Final = "flwr.server.superlink.linkstate.in_memory_linkstate"
 _SQL_LINK: Final = "flwr.server.superlink.linkstate.sql_linkstate"
 _NODE_STATE: Final = "flwr.supernode.nodestate.in_memory_nodestate"
 
 #: State methods whose success may give a waiting poller its answer: (module, class, method, topics).
 _SIGNALS: Final[tuple[tuple[str, str, str, TopicsOf], ...]] = (
-    ("flwr.supercore.corestate.in_memory_corestate", "InMemoryCoreState", "create_task", _tasks_topics),
-    ("flwr.supercore.corestate.sql_corestate", "SqlCoreState", "create_task", _tasks_topics),
+    ("flwr.supercore.corestate.in_memory_corestate", "InMemoryCoreState", "create_task", _fixed((_TASKS,))),
+    ("flwr.supercore.corestate.sql_corestate", "SqlCoreState", "create_task", _fixed((_TASKS,))),
     (_IN_MEMORY_LINK, "InMemoryLinkState", "store_message_ins", _ins_topics),
-    (_IN_MEMORY_LINK, "InMemoryLinkState", "store_message_res", _replies_topics),
+    (_IN_MEMORY_LINK, "InMemoryLinkState", "store_message_res", _fixed((_REPLIES,))),
     (_SQL_LINK, "SqlLinkState", "store_message_ins", _ins_topics),
-    (_SQL_LINK, "SqlLinkState", "store_message_res", _replies_topics),
-    (_NODE_STATE, "InMemoryNodeState", "store_message", _none),
-    (_NODE_STATE, "InMemoryNodeState", "store_message_and_object_tree", _none),
+    (_SQL_LINK, "SqlLinkState", "store_message_res", _fixed((_REPLIES,))),
+    (_NODE_STATE, "InMemoryNodeState", "store_message", _fixed(())),
+    (_NODE_STATE, "InMemoryNodeState", "store_message_and_object_tree", _fixed(())),
     ("flwr.supercore.object_store.in_memory_object_store", "InMemoryObjectStore", "put", _put_topics),
     ("flwr.supercore.object_store.sql_object_store", "SqlObjectStore", "put", _put_topics),
 )
@@ -225,12 +214,17 @@ ROLES: Final[dict[str, tuple[tuple[str, str, Callable[[Any], bool], TopicOf], ..
     "superlink": (
         (_SUPERLINK_FLEET, "pull_messages", _no_messages, _inbox_topic),  # a SuperNode waiting for work
         (_SUPERLINK_FLEET, "pull_object", _object_not_uploaded_yet, _object_topic),
-        (_SUPERLINK_RUNTIME, "pull_messages", _no_messages, _replies_topic),  # the ServerApp's replies
+        (_SUPERLINK_RUNTIME, "pull_messages", _no_messages, _fixed(_REPLIES)),  # the ServerApp's replies
         (_SUPERLINK_RUNTIME, "pull_object", _object_not_uploaded_yet, _object_topic),
-        (_SUPERLINK_RUNTIME, "acquire_task", _no_task, _tasks_topic),  # the executor waiting for a ServerApp
+        (
+            _SUPERLINK_RUNTIME,
+            "acquire_task",
+            _no_task,
+            _fixed(_TASKS),
+        ),  # the executor waiting for a ServerApp
     ),
     "supernode": (
-        (_SUPERNODE_RUNTIME, "acquire_task", _no_task, _tasks_topic),  # the executor waiting for a task
+        (_SUPERNODE_RUNTIME, "acquire_task", _no_task, _fixed(_TASKS)),  # the executor waiting for a task
         (_SUPERNODE_RUNTIME, "pull_object", _object_not_uploaded_yet, _object_topic),
     ),
 }
