@@ -43,7 +43,7 @@ def widen_object_transfers(workers: int = TRANSFER_WORKERS) -> list[str]:
 
     def get_num_workers(max_concurrent: int) -> int:
         """Threads for one transfer: Flower's setting, raised to fedscan's, never the core count."""
-        return max(1, max(max_concurrent, workers))
+        return max(max_concurrent, workers)
 
     setattr(get_num_workers, _MARK, workers)
     module.get_num_workers = get_num_workers  # type: ignore[attr-defined]
