@@ -142,15 +142,21 @@ def warm_up() -> None:
     Torch's first training step in a process costs about 1.5 s here (lazy imports, kernel set-up);
     paying it once in the warm executor means no message pays it. One thread only, so no OpenMP
     thread pool exists before a fork. No site data is touched.
+
+    The app hash (:func:`common.app_identity.app_hash`, a digest of ~100 source files that the
+    policy and audit mods name in every message) is computed here, once: every task forked from this
+    interpreter runs the code imported now, and it cost each task ~20 ms of CPU.
     """
     import numpy as np
     import torch
 
     import client.client_app  # noqa: F401 - the ClientApp the tasks will load
     from client.training import train_locally
+    from common.app_identity import app_hash
     from common.config import RunConfig
     from common.models import LabelledArrays, model_from_config
 
+    app_hash()  # cached: the forked tasks inherit it
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     for config in (RunConfig(image_size=16, cnn_widths="4"), RunConfig(model="svm", image_size=16)):

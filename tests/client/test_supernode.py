@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,24 @@ def test_cli_exits_with_the_error_code_and_one_line(tmp_path: Path, kits: Path) 
     assert done.returncode == KeyMaterialError.exit_code
     assert "chmod 600" in done.stderr and "Traceback" not in done.stderr
     assert not (site.root / "flower").exists()  # refused before any Flower process started
+
+
+_WARM_UP_THEN_FORK = """
+import os
+from client.supernode import warm_up
+from common.app_identity import app_hash
+
+warm_up()
+before = app_hash.cache_info()
+pid = os.fork()
+if pid == 0:  # a task forked from the warm interpreter finds the hash already computed
+    app_hash()
+    os._exit(0 if app_hash.cache_info().misses == before.misses else 3)
+_, status = os.waitpid(pid, 0)
+print(before.currsize, os.waitstatus_to_exitcode(status), app_hash() == app_hash.__wrapped__())
+"""
+
+
+def test_warm_up_computes_the_app_hash_that_forked_tasks_reuse(fresh_python: Callable[[str], str]) -> None:
+    cached, child_exit, same_as_fresh = fresh_python(_WARM_UP_THEN_FORK).split()
+    assert (cached, child_exit, same_as_fresh) == ("1", "0", "True")
