@@ -235,9 +235,13 @@ class WarmExecutor:
         _say(f"task process {pid} started")
 
     def _prepare_task(self) -> None:
-        """In a spare child, before its task: default signals, fedscan's waits and transfers."""
+        """In a spare child, before its task: default signals, unsent telemetry skipped, fedscan's waits
+        and transfers."""
+        from common.flower_telemetry import skip_unsent_telemetry
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        skip_unsent_telemetry()
         if self.max_wait is not None:
             from common.flower_polling import shorten_polls
             from common.flower_transfers import widen_object_transfers
