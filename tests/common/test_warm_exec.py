@@ -84,3 +84,20 @@ def test_a_spare_exits_when_its_executor_dies_without_cleaning_up(fresh_python: 
     while not _gone(spare) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(spare), f"spare task process {spare} outlived its executor"
+
+
+# What a task imports while it prepares, after the executor imported its task preparation (as its main
+# does before forking); with max_wait set, so every patch a task applies is applied.
+_PREPARATION_IMPORTS = """
+import sys
+from common.warm_exec import WarmExecutor, import_task_preparation
+
+import_task_preparation("flwr-clientapp")
+before = set(sys.modules)
+WarmExecutor("127.0.0.1:9", "flwr-clientapp", insecure=True, max_wait=0.2)._prepare_task()
+print(sorted(set(sys.modules) - before))
+"""
+
+
+def test_a_task_imports_nothing_to_prepare_once_the_executor_has(fresh_python: Callable[[str], str]) -> None:
+    assert fresh_python(_PREPARATION_IMPORTS).strip().splitlines()[-1] == "[]"
