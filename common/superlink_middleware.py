@@ -13,9 +13,10 @@ sensitive routes, account authentication, licence check, Control event log) act 
 ``/v1/control/`` paths, and node authentication and the Fleet event log only on ``/v1/fleet/`` paths.
 :func:`skip_idle_middleware` wraps those six so that a request outside their API goes directly to the
 layer inside: the same layers run, in the same order, on every request for which any of them does
-anything; the path is read exactly as they read it (Starlette's ``Request.url.path``). Error
-translation and protobuf translation still run on every request, and the Fleet API's node
-authentication on every Fleet request.
+anything; the path is read exactly as they read it (Starlette's ``Request.url.path``). The two event
+log layers also hand every request on while no event-log plugin is configured (Flower's default), so
+then they are skipped on their own API too. Error translation and protobuf translation still run on
+every request, and the Fleet API's node authentication on every Fleet request.
 
 Patched in the process that calls it (fedscan's launcher, :mod:`common.flower_polling`), before the
 SuperLink builds its app, and only on Flower 1.42 (whose code was read for what each layer does: one
@@ -33,7 +34,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["API_OF_MIDDLEWARE", "CHECKED_FLOWER", "OneApiMiddleware", "skip_idle_middleware"]
+__all__ = [
+    "API_OF_MIDDLEWARE",
+    "CHECKED_FLOWER",
+    "PLUGIN_OF_MIDDLEWARE",
+    "OneApiMiddleware",
+    "skip_idle_middleware",
+]
 
 _APP_MODULE: Final = "flwr.superlink.main"
 _PATH_KEY: Final = "fedscan.url_path"
@@ -48,6 +55,12 @@ API_OF_MIDDLEWARE: Final[dict[str, str]] = {
     "NodeAuthMiddleware": "/v1/fleet/",
     "FleetEventLogMiddleware": "/v1/fleet/",
 }
+#: Of those, the ones that act only with an event-log plugin configured: the ``app.state`` attribute
+#: that holds it (Flower 1.42 sets it to ``None`` unless ``FLWR_ENABLE_EVENT_LOG=1``).
+PLUGIN_OF_MIDDLEWARE: Final[dict[str, str]] = {
+    "ControlEventLogMiddleware": "control_event_log_plugin",
+    "FleetEventLogMiddleware": "fleet_event_log_plugin",
+}
 
 
 class OneApiMiddleware:
@@ -55,20 +68,37 @@ class OneApiMiddleware:
 
     ``middleware`` must hand requests outside ``prefix`` to ``call_next`` unchanged (what each class in
     :data:`API_OF_MIDDLEWARE` does in Flower 1.42); then this wrapper changes no request's outcome.
+    With ``plugin``, requests also go to ``app`` directly while the app's ``state.<plugin>`` is
+    ``None``: for middleware that then hands every request on unchanged (:data:`PLUGIN_OF_MIDDLEWARE`).
     """
 
     def __init__(
-        self, app: ASGIApp, /, *, middleware: Callable[..., ASGIApp], prefix: str, **options: Any
+        self,
+        app: ASGIApp,
+        /,
+        *,
+        middleware: Callable[..., ASGIApp],
+        prefix: str,
+        plugin: str | None = None,
+        **options: Any,
     ) -> None:
         self.inner = app
         self.wrapped: ASGIApp = middleware(app, **options)
         self.prefix = prefix
+        self.plugin = plugin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not _url_path(scope).startswith(self.prefix):
+        if scope["type"] == "http" and (not _url_path(scope).startswith(self.prefix) or self._idle(scope)):
             await self.inner(scope, receive, send)
         else:
             await self.wrapped(scope, receive, send)
+
+    def _idle(self, scope: Scope) -> bool:
+        """Whether the wrapped middleware has no plugin to act with (read per request, as it does)."""
+        if self.plugin is None:
+            return False
+        state = getattr(scope.get("app"), "state", None)
+        return state is not None and getattr(state, self.plugin, None) is None
 
 
 def _url_path(scope: Scope) -> str:
@@ -86,10 +116,18 @@ def _url_path(scope: Scope) -> str:
 
 
 def _wrapped(entry: Middleware) -> Middleware:
-    prefix = API_OF_MIDDLEWARE.get(getattr(entry.cls, "__name__", ""))
+    name = getattr(entry.cls, "__name__", "")
+    prefix = API_OF_MIDDLEWARE.get(name)
     if prefix is None:
         return entry
-    return Middleware(OneApiMiddleware, *entry.args, middleware=entry.cls, prefix=prefix, **entry.kwargs)
+    return Middleware(
+        OneApiMiddleware,
+        *entry.args,
+        middleware=entry.cls,
+        prefix=prefix,
+        plugin=PLUGIN_OF_MIDDLEWARE.get(name),
+        **entry.kwargs,
+    )
 
 
 def skip_idle_middleware() -> list[str]:

@@ -79,3 +79,45 @@ print(skip_idle_middleware(), superlink_main._get_middleware.__name__)
 
 def test_another_flower_release_is_left_alone(fresh_python: Callable[[str], str]) -> None:
     assert fresh_python(_OTHER_RELEASE).strip().splitlines()[-1] == "[] _get_middleware"
+
+
+# With an event-log plugin configured, the lean app writes the same events as the stock one (Control
+# API: a Fleet request would need a registered node's signature to reach its event-log layer; both
+# layers are skipped and kept by the same rule).
+_EVENT_LOG = """
+import asyncio, json
+import httpx
+from flwr.superlink import main as superlink_main
+
+from common.superlink_middleware import skip_idle_middleware
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+    def compose_log_before_event(self, request, context, account_info, method_name):
+        return ("before", method_name)
+    def compose_log_after_event(self, request, context, account_info, method_name, response):
+        return ("after", method_name)
+    def write_log(self, log_entry):
+        self.events.append(list(log_entry))
+
+stock = superlink_main.create_app()
+skip_idle_middleware()
+lean = superlink_main.create_app()
+
+async def events(app):
+    app.state.control_event_log_plugin = Recorder()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://superlink") as c:
+        await c.post("/v1/control/list-runs", content=b"", headers={"content-type": "application/protobuf"})
+    return app.state.control_event_log_plugin.events
+
+print(json.dumps([asyncio.run(events(stock)), asyncio.run(events(lean))]))
+"""
+
+
+def test_events_are_written_as_before_when_an_event_log_is_configured(
+    fresh_python: Callable[[str], str],
+) -> None:
+    stock, lean = json.loads(fresh_python(_EVENT_LOG).strip().splitlines()[-1])
+    assert stock == [["before", "/v1/control/list-runs"], ["after", "/v1/control/list-runs"]]
+    assert lean == stock
