@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.models.torch_model import TorchModel
+from common.models.torch_model import TorchModel, seed_cpu_generator
 
 __all__ = ["CnnModel", "SmallCnn"]
 
@@ -49,5 +49,5 @@ class CnnModel(TorchModel):
     def __init__(
         self, *, widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 2, seed: int = 0
     ) -> None:
-        torch.manual_seed(seed)
+        seed_cpu_generator(seed)
         super().__init__(SmallCnn(widths, num_classes), num_classes=num_classes)

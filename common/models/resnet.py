@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.models.torch_model import TorchModel
+from common.models.torch_model import TorchModel, seed_cpu_generator
 
 __all__ = ["ResNet18Model", "resnet18_single_channel"]
 
@@ -40,5 +40,5 @@ class ResNet18Model(TorchModel):
     kind = "resnet18"
 
     def __init__(self, *, num_classes: int = 2, seed: int = 0) -> None:
-        torch.manual_seed(seed)
+        seed_cpu_generator(seed)
         super().__init__(resnet18_single_channel(num_classes), num_classes=num_classes)

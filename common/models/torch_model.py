@@ -19,7 +19,7 @@ from common.metrics import ClassificationCounts
 from common.models.base import EvalResult, FitResult, LabelledArrays, TrainingPlan, check_compatible
 from common.models.heap import retain_freed_memory
 
-__all__ = ["TorchModel"]
+__all__ = ["TorchModel", "seed_cpu_generator"]
 
 # Without this, denormal floats made CPU throughput collapse about 5x on these machines.
 torch.set_flush_denormal(True)
@@ -49,11 +49,23 @@ class _Augment:
         return torch.stack([self.transform(image) for image in batch])
 
 
+def seed_cpu_generator(seed: int) -> None:
+    """Seed torch's CPU generator, the one every fedscan model draws from, as ``torch.manual_seed``.
+
+    ``torch.manual_seed`` also queues a seeding of every accelerator backend (CUDA, XPU, MTIA), each
+    recording the caller's formatted stack; in a freshly forked task that read source files and cost
+    ~10 ms per call, three calls per training message. fedscan models run on the CPU only, so the
+    numbers drawn are the same.
+    """
+    torch.random.default_generator.manual_seed(seed)
+
+
 class TorchModel:
     """:class:`common.models.base.Model` over any ``nn.Module`` mapping (N, 1, H, W) to class logits.
 
     Subclasses build ``self.network`` and set ``kind`` and ``num_classes``; the network is created
-    under ``torch.manual_seed(seed)``, so every site and the server start from the same parameters.
+    under :func:`seed_cpu_generator` (``seed``), so every site and the server start from the same
+    parameters.
     """
 
     kind = "torch"
@@ -86,7 +98,7 @@ class TorchModel:
         # Per thread (it sets the CPU's FTZ/DAZ flags): a ClientApp may run in another thread than the
         # one that imported this module, and denormals made training up to 5x slower here.
         torch.set_flush_denormal(True)
-        torch.manual_seed(plan.seed)  # augmentations draw from torch's global generator
+        seed_cpu_generator(plan.seed)  # augmentations draw from torch's global generator
         generator = torch.Generator().manual_seed(plan.seed)
         x, y = _as_images(data.x), torch.from_numpy(np.asarray(data.y, dtype=np.int64))
         weight = None if plan.class_weights is None else torch.tensor(plan.class_weights, dtype=torch.float32)

@@ -9,6 +9,7 @@ from common.config import RunConfig
 from common.errors import TrainingError
 from common.models import LabelledArrays, Model, TrainingPlan, build_model, class_weights, model_from_config
 from common.models.svm import LinearSvmModel, feature_moments, standardiser_from_moments
+from common.models.torch_model import seed_cpu_generator
 
 KINDS = ["cnn", "resnet18", "svm", "rff-svm"]
 
@@ -48,6 +49,24 @@ def test_same_seed_same_initial_model(kind: str) -> None:
     a = build_model(kind, image_size=32, seed=5).get_arrays()
     b = build_model(kind, image_size=32, seed=5).get_arrays()
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_seeding_draws_as_torch_manual_seed_without_recording_stacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import traceback
+
+    import torch
+
+    torch.manual_seed(11)
+    expected = torch.rand(8)
+    stacks = []
+    format_stack = traceback.format_stack
+    monkeypatch.setattr(traceback, "format_stack", lambda *a: stacks.append(1) or format_stack(*a))
+    seed_cpu_generator(11)
+    assert torch.equal(torch.rand(8), expected)
+    build_model("cnn", image_size=32, seed=2).fit(
+        _bright_spot_data(16, seed=1), TrainingPlan(epochs=1, batch_size=8, augment=True, seed=3)
+    )
+    assert stacks == []  # torch.manual_seed formats the caller's stack for each idle accelerator backend
 
 
 @pytest.mark.parametrize("kind", KINDS)
