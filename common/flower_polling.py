@@ -35,6 +35,7 @@ import types
 from collections.abc import Sequence
 
 from common import flower_transfers, flower_wakeups, superlink_middleware
+from common.startup_heap import freeze_startup_heap
 
 __all__ = [
     "POLL_MODULES",
@@ -197,13 +198,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Flower parses sys.argv itself and names its exit events after the command.
     sys.argv = [args.command, *args.flower_args]
     if role == "supernode":
-        from flwr.supernode.cli import flower_supernode
-
-        flower_supernode()
+        from flwr.supernode.cli import flower_supernode as serve
     else:
-        from flwr.superlink.cli import flower_superlink
-
-        flower_superlink()
+        from flwr.superlink.cli import flower_superlink as serve
+    freeze_startup_heap()  # imports done: the collector need not walk them while serving
+    serve()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ token on a pipe and exits without running anything if the executor stops or dies
 does not wait for ``fork()`` either.
 
 Safety of ``fork()`` here: the parent never starts a thread and never runs a torch operation (torch's
-OpenMP pool must not exist before a fork), it only imports; it holds no data and no keys. Its HTTP
+OpenMP pool must not exist before a fork), it only imports (and then freezes what it imported out of the
+garbage collector's reach, :mod:`common.startup_heap`); it holds no data and no keys. Its HTTP
 client is used by the parent alone. With ``--auth-secret-file`` the executor signs ``AcquireTask``
 with Flower's SuperExec authentication, so no other local process can take a task (Flower honours the
 secret only in process isolation).
@@ -38,6 +39,8 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+from common.startup_heap import freeze_startup_heap
 
 __all__ = ["TASK_TYPES", "WarmExecutor", "import_task_preparation", "main"]
 
@@ -361,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for target in args.warm_up:
         module_name, _, function = target.partition(":")
         getattr(importlib.import_module(module_name), function)()
+    freeze_startup_heap()  # before the first fork: tasks' collections walk only their own objects
     executor = WarmExecutor(
         args.runtime_api_address,
         args.task_type,
