@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
+from collections.abc import Callable
 
 # Flower's own event(): how many times building it ran `file` (through platform.architecture), and
 # what it returned, before and after.
 _EVENTS = """
+import os
+os.environ.update(FLWR_TELEMETRY_ENABLED="{enabled}", FLWR_TELEMETRY_LOGGING="0")  # read at Flower's import
 import json, platform
 from flwr.supercore import telemetry
 from common.flower_telemetry import skip_unsent_telemetry
@@ -36,25 +35,22 @@ print(json.dumps({"before": before, "after": after, "changed": changed,
 """
 
 
-def _run(enabled: str) -> dict[str, object]:
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": enabled, "FLWR_TELEMETRY_LOGGING": "0"}
-    code = textwrap.dedent(_EVENTS)
+def _run(fresh_python: Callable[[str], str], enabled: str) -> dict[str, object]:
+    code = _EVENTS.replace("{enabled}", enabled)
     if enabled == "1":  # never send one from a test: only check that nothing is changed
         for call in ("before = one_event()", "after = one_event()"):
             code = code.replace(call, call.replace("one_event()", "None"))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = json.loads(fresh_python(code).strip().splitlines()[-1])
     return result
 
 
-def test_with_telemetry_off_an_event_is_not_built() -> None:
-    result = _run("0")
+def test_with_telemetry_off_an_event_is_not_built(fresh_python: Callable[[str], str]) -> None:
+    result = _run(fresh_python, "0")
     assert result["before"] == ["disabled", 1]  # Flower builds it, running `file`, then does not send
     assert result["after"] == ["disabled", 0]  # same answer, nothing built
     assert result["changed"] == ["flwr.supercore.telemetry.create_event"]
 
 
-def test_with_telemetry_on_flower_is_left_as_it_is() -> None:
-    result = _run("1")
+def test_with_telemetry_on_flower_is_left_as_it_is(fresh_python: Callable[[str], str]) -> None:
+    result = _run(fresh_python, "1")
     assert result["changed"] == [] and result["untouched"] is True
