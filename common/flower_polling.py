@@ -34,7 +34,7 @@ import time
 import types
 from collections.abc import Sequence
 
-from common import flower_transfers, flower_wakeups, superlink_middleware
+from common import flower_transfers, flower_wakeups, superlink_middleware, unary_dispatch
 from common.startup_heap import freeze_startup_heap
 
 __all__ = [
@@ -171,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     (:mod:`common.flower_wakeups`) and, for a SuperNode, poll again at once after a held answer. A
     SuperNode also moves a message's objects over more connections at once
     (:mod:`common.flower_transfers`); a SuperLink lets Fleet and Runtime requests past its Control-API
-    middleware (:mod:`common.superlink_middleware`).
+    middleware (:mod:`common.superlink_middleware`). Both run their middleware in-task on the Fleet
+    and Runtime APIs' one-message routes (:mod:`common.unary_dispatch`).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--max-wait", type=float, default=0.2, help="Longest idle wait, in seconds.")
@@ -189,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         held_after = args.hold / 2 if args.hold > 0 else None
         changed += shorten_polls("supernode", args.max_wait, held_after=held_after)
         changed += flower_transfers.widen_object_transfers()
+        changed += unary_dispatch.buffer_supernode_app()
     where = ", ".join(changed) or "nothing (not Flower 1.42's layout)"
     print(
         f"fedscan: pace (wait cap {args.max_wait} s, hold {args.hold} s) changed in {where}",

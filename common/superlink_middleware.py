@@ -17,6 +17,8 @@ anything; the path is read exactly as they read it (Starlette's ``Request.url.pa
 log layers also hand every request on while no event-log plugin is configured (Flower's default), so
 then they are skipped on their own API too. Error translation and protobuf translation still run on
 every request, and the Fleet API's node authentication on every Fleet request.
+The layers that run on a Fleet or Runtime request then run in-task, without Starlette's streaming
+plumbing (:mod:`common.unary_dispatch`: those routes answer with one message).
 
 Patched in the process that calls it (fedscan's launcher, :mod:`common.flower_polling`), before the
 SuperLink builds its app, and only on Flower 1.42 (whose code was read for what each layer does: one
@@ -31,8 +33,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from starlette.middleware import Middleware
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from common.unary_dispatch import buffered, buffered_factory, request_path
 
 __all__ = [
     "API_OF_MIDDLEWARE",
@@ -43,7 +46,6 @@ __all__ = [
 ]
 
 _APP_MODULE: Final = "flwr.superlink.main"
-_PATH_KEY: Final = "fedscan.url_path"
 #: The Flower release whose middleware was read for :data:`API_OF_MIDDLEWARE`; others are left alone.
 CHECKED_FLOWER: Final = "1.42."
 #: Flower 1.42's SuperLink middleware that acts on one API only, by class name: that API's path prefix.
@@ -88,7 +90,7 @@ class OneApiMiddleware:
         self.plugin = plugin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (not _url_path(scope).startswith(self.prefix) or self._idle(scope)):
+        if scope["type"] == "http" and (not request_path(scope).startswith(self.prefix) or self._idle(scope)):
             await self.inner(scope, receive, send)
         else:
             await self.wrapped(scope, receive, send)
@@ -101,29 +103,15 @@ class OneApiMiddleware:
         return state is not None and getattr(state, self.plugin, None) is None
 
 
-def _url_path(scope: Scope) -> str:
-    """The path as the middleware reads it (``Request.url.path``), worked out once per request.
-
-    Six wrapped layers ask for it; building Starlette's URL each time showed in the SuperLink's
-    profile. Kept in the scope with the raw path it came from, so a rewritten path is read afresh.
-    """
-    cached = scope.get(_PATH_KEY)
-    if cached is not None and cached[0] == scope["path"]:
-        return str(cached[1])
-    path = Request(scope).url.path
-    scope[_PATH_KEY] = (scope["path"], path)
-    return path
-
-
 def _wrapped(entry: Middleware) -> Middleware:
     name = getattr(entry.cls, "__name__", "")
     prefix = API_OF_MIDDLEWARE.get(name)
     if prefix is None:
-        return entry
+        return buffered(entry)
     return Middleware(
         OneApiMiddleware,
         *entry.args,
-        middleware=entry.cls,
+        middleware=buffered_factory(entry.cls),
         prefix=prefix,
         plugin=PLUGIN_OF_MIDDLEWARE.get(name),
         **entry.kwargs,
@@ -132,6 +120,9 @@ def _wrapped(entry: Middleware) -> Middleware:
 
 def skip_idle_middleware() -> list[str]:
     """Make the SuperLink built in this process skip one-API middleware outside its API.
+
+    The middleware that still runs on a Fleet or Runtime request runs in-task on it
+    (:class:`common.unary_dispatch.UnaryDispatchMiddleware`).
 
     Returns the names of the middleware classes wrapped (empty if Flower is not laid out as 1.42 is).
     Idempotent.
