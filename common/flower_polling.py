@@ -34,7 +34,7 @@ import time
 import types
 from collections.abc import Sequence
 
-from common import flower_transfers, flower_wakeups, inline_calls, superlink_middleware, unary_dispatch
+from common import flower_transfers, flower_wakeups, inline_dependencies, superlink_middleware, unary_dispatch
 from common.startup_heap import freeze_startup_heap
 
 __all__ = [
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     (:mod:`common.flower_transfers`); a SuperLink lets Fleet and Runtime requests past its Control-API
     middleware (:mod:`common.superlink_middleware`). Both run their middleware in-task on the Fleet
     and Runtime APIs' one-message routes (:mod:`common.unary_dispatch`) and call Flower's quick
-    request look-ups and handlers in place (:mod:`common.inline_calls`).
+    request look-ups in place (:mod:`common.inline_dependencies`).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--max-wait", type=float, default=0.2, help="Longest idle wait, in seconds.")
@@ -185,8 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     role = "supernode" if args.command == "flower-supernode" else "superlink"
     if args.hold > 0:
         changed += flower_wakeups.hold_empty_answers(role, args.hold)
-    changed += inline_calls.inline_flower_dependencies()
-    changed += inline_calls.inline_quick_handlers()
+    changed += inline_dependencies.inline_flower_dependencies()
     if role == "superlink":
         changed += superlink_middleware.skip_idle_middleware()
     if role == "supernode":
