@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Collection
-from functools import partial
+from functools import cache, partial
 from typing import Any, Final, cast
 
 from starlette.middleware import Middleware
@@ -77,10 +77,12 @@ def is_unary_request(scope: Scope) -> bool:
     return path.startswith(UNARY_PREFIXES) and (scope.get("method"), path) in _protobuf_routes()
 
 
+@cache
 def _protobuf_routes() -> Collection[tuple[str, str]]:
+    """Flower's protobuf routes (asked by every layer on every request: looked up once)."""
     from flwr.supercore.protobuf.translation import PROTOBUF_REQUEST_TYPES
 
-    return PROTOBUF_REQUEST_TYPES.keys()
+    return frozenset(PROTOBUF_REQUEST_TYPES)
 
 
 class _ReplayedRequest(Request):
