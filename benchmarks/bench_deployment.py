@@ -33,15 +33,15 @@ from client.ingest import ingest_folder
 from client.policy import SitePolicy
 from client.site import SiteDir
 from client.site_init import init_site
-from client.supernode import SiteKit, SiteNode
+from client.supernode import SiteKit, SiteNode, check_site
 from common.config import RunConfig
 from common.daemons import ProcessRef, free_port
 from common.flower_wakeups import HOLD_SECONDS
 from server.deployment import run_training
-from server.provision import provision
 from server.run_records import read_round_records
 from simulations.cohort import generate_cohort
 from simulations.demo import demo_cohort_spec
+from simulations.local_federation import forget_publishers, provision_local_federation
 from simulations.runtime import run_federation
 
 #: label -> (isolation, cap on idle waits at the server, at the sites, SuperLink state in a file?);
@@ -82,8 +82,9 @@ def deploy(sites: list[SiteDir], config: RunConfig, mode: str, root: Path) -> li
     from server.superlink import SuperLink
 
     isolation, server_wait, site_wait, in_file, hold = MODES[mode]
-    ids = [s.root.name for s in sites]
-    fed = provision(root / "fed", "bench", ids, f"127.0.0.1:{free_port()}")
+    for site in sites:
+        forget_publishers(site)  # each deployment is a new federation with its own publisher key
+    fed = provision_local_federation(sites, root / "fed", f"127.0.0.1:{free_port()}", federation="bench")
     database = root / "superlink.db" if in_file else None
     link = SuperLink(
         fed, listen_host="127.0.0.1", isolation=isolation, max_wait=server_wait, hold=hold, database=database
@@ -96,6 +97,7 @@ def deploy(sites: list[SiteDir], config: RunConfig, mode: str, root: Path) -> li
         link.sync_registrations()
         for site in sites:
             kit = SiteKit.load(fed.site_kit(site.root.name))
+            check_site(site, kit)
             nodes.append(SiteNode(site, kit, isolation=isolation, max_wait=site_wait, hold=hold).start())
         run_training(link, overrides, out_dir=root / "run", wait_for_sites=300, timeout=3600)
     finally:

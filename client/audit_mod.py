@@ -21,9 +21,10 @@ context state; nothing of it leaves the site. ``site_audit_mod`` then writes, be
     run id, round and the policy's reason (:data:`REFUSAL_REASON`), with the model hash when the
     refused message carried the model.
 
-It also adds the site's audit id and its manifest hash to the fit reply's metrics
-(:data:`common.audit.federation.SITE_ID_METRIC`, ``MANIFEST_METRIC``) so that the server lists
-participants under the id this log is written by, and answers the server's site-identity query.
+It also adds the site's audit id, its manifest hash and the head of its log after ``round.taken`` to
+the fit reply's metrics (:data:`common.audit.federation.SITE_ID_METRIC`, ``MANIFEST_METRIC``,
+``AUDIT_HEAD_METRIC``, ``AUDIT_SEQ_METRIC``), so that the server lists participants under the id this
+log is written by and anchors the log in its own, and answers the server's site-identity query.
 A site that cannot write its log does not send its update: the round fails with ``fedscan-error``.
 """
 
@@ -45,7 +46,16 @@ from client.site import SiteDir
 from client.site_audit import manifest_sha256, site_log
 from client.site_config import SiteConfig
 from common.app_identity import app_hash
-from common.audit.federation import MANIFEST_METRIC, SITE_ID_METRIC, SITE_IDENTITY_TASK, run_token, site_actor
+from common.audit import Head
+from common.audit.federation import (
+    AUDIT_HEAD_METRIC,
+    AUDIT_SEQ_METRIC,
+    MANIFEST_METRIC,
+    SITE_ID_METRIC,
+    SITE_IDENTITY_TASK,
+    run_token,
+    site_actor,
+)
 from common.config import RunConfig
 from common.errors import FedscanError, TrainingError
 from common.model_card import model_sha256
@@ -136,10 +146,12 @@ def _is_identity_query(msg: Message) -> bool:
     return compat.recorddict_to_getpropertiesins(msg.content).config.get("task") == SITE_IDENTITY_TASK
 
 
-def _append(site: SiteDir, event: str, details: dict[str, Any]) -> None:
+def _append(site: SiteDir, event: str, details: dict[str, Any]) -> Head:
+    """Append one entry; the log's head right after it."""
     try:
         with site_log(site) as log:
-            log.append(event, **details)
+            entry = log.append(event, **details)
+            return Head(entry.seq, entry.line_hash())
     except FedscanError as error:
         raise TrainingError(f"{ERROR_PREFIX} the site could not write its audit log ({error})") from None
 
@@ -194,11 +206,13 @@ def site_audit_mod(msg: Message, context: Context, call_next: ClientAppCallable)
     actor = _site_actor(site)
     manifest = _site_manifest(site)
     details = {**round_details, "model_sha256": received, "manifest_sha256": manifest}
-    _append(site, "round.taken", {**details, **_taken_details(config, context, reply)})
+    head = _append(site, "round.taken", {**details, **_taken_details(config, context, reply)})
     metrics = reply.content.config_records.get(_FIT_METRICS)
-    if metrics is not None:  # what the server lists this site's participation under
+    if metrics is not None:  # what the server lists this site's participation under, and anchors
         metrics[SITE_ID_METRIC] = actor
         metrics[MANIFEST_METRIC] = manifest
+        metrics[AUDIT_HEAD_METRIC] = head.sha256
+        metrics[AUDIT_SEQ_METRIC] = head.seq
     return reply
 
 

@@ -57,6 +57,42 @@ def site_init(
     console.print(f"  settings: {site.config_file}")
 
 
+@site_app.command("enrol")
+def site_enrol(
+    site_dir: Path = SITE_DIR_OPTION,
+    out: Path = typer.Option(..., "--out", help="Where to write the enrolment request (public JSON)."),
+    new_node_key: bool = typer.Option(
+        False, "--new-node-key", help="Destroy the node key and make a new one first (after a revocation)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Write this site's public enrolment request: its node and audit public keys, proven by both keys.
+
+    Send the request to the coordinator (any channel: it holds no secret, and altering it breaks its
+    signatures); they run `fedscan server provision ... --request REQUEST` and send back this site's kit.
+    No private key leaves the site.
+
+    Example: fedscan site enrol --site-dir /srv/fedscan/site-a --out site-a-request.json
+    """
+    from client.site import SiteDir
+    from client.site_enrolment import enrol_site
+
+    result = enrol_site(SiteDir(site_dir), out, new_node_key=new_node_key)
+    body = {
+        "request": str(result.request),
+        "site_id": result.site_id,
+        "node_key_fingerprint": result.node_fingerprint,
+        "audit_key_id": result.audit_key_id,
+        "new_node_key": result.new_node_key,
+    }
+    if json_output:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    console.print(f"Enrolment request for site [bold]{result.site_id}[/] written to {result.request}")
+    console.print(f"  node key {result.node_fingerprint}; audit key {result.audit_key_id}")
+    console.print("  send it to the coordinator; tell them these two ids over another channel to check")
+
+
 @site_app.command("deidentify")
 def site_deidentify(
     in_dir: Path = typer.Argument(..., help="Folder of DICOM files (searched recursively)."),
@@ -264,7 +300,11 @@ def keys_shred(
 @site_app.command("run")
 def site_run(
     site_dir: Path = SITE_DIR_OPTION,
-    kit: Path = typer.Option(..., "--kit", help="This site's kit (kit.toml, ca.pem, node.key)."),
+    kit: Path = typer.Option(
+        ...,
+        "--kit",
+        help="This site's kit from the coordinator (kit.toml, ca.pem, publisher.pub, federation.json).",
+    ),
     superlink: str | None = typer.Option(
         None, "--superlink", help="HOST:PORT to connect to instead of the kit's (e.g. through a proxy)."
     ),
@@ -278,10 +318,12 @@ def site_run(
         1.0, "--hold", help="Hold empty poll answers up to this long and answer on news, seconds (0 = off)."
     ),
 ) -> None:
-    """Check the site (keys 0600, policy, store), then run its SuperNode until Ctrl-C.
+    """Check the site (keys 0600, enrolment, policy, store), then run its SuperNode until Ctrl-C.
 
-    Connects out to the SuperLink over TLS (verified with the kit's CA) with the node key; opens no
-    inbound port. Only model parameters and aggregate metrics leave the site.
+    Connects out to the SuperLink over TLS (verified with the kit's CA) with the site's own node key;
+    opens no inbound port. Runs only app bundles signed by a publisher this site trusts (on the first
+    run, the kit's publisher key is adopted and recorded). Only model parameters and aggregate metrics
+    leave the site.
 
     Example: fedscan site run --site-dir /srv/fedscan/site-a --kit /srv/fedscan/kit
     """

@@ -22,7 +22,8 @@ from pathlib import Path
 from client.site import SiteDir
 from common.app_identity import app_hash
 from common.config import MODEL_KINDS
-from common.errors import ConfigError
+from common.crypto.signing import VerifyKey, load_verify_key
+from common.errors import ConfigError, KeyMaterialError
 from common.privacy.refusals import REFUSAL_CODES, REFUSAL_PREFIX, parse_refusal
 
 __all__ = [
@@ -56,6 +57,14 @@ class SitePolicy:
         whose delta exceeds ``max_delta`` is refused.
     approved_app_hashes:
         SHA-256 digests (:func:`app_hash`) of the app code the site accepts; empty = any.
+    trusted_publishers:
+        Ed25519 public keys (OpenSSH ``ssh-ed25519 ...`` lines or base64) of the publishers whose app
+        bundles this site runs (:mod:`common.app_bundle`). Empty until the site's first ``site run``
+        adopts its kit's publisher key (trust on first use, recorded in the audit log); a site that
+        trusts no publisher runs nothing.
+    pinned_bundles:
+        SHA-256 of the app bundles (the bytes the SuperNode receives) this site accepts; empty = any
+        bundle a trusted publisher signed for this site's installed fedscan.
     """
 
     require_secure_aggregation: bool = True
@@ -64,6 +73,8 @@ class SitePolicy:
     max_epsilon: float = math.inf
     max_delta: float = 1e-5
     approved_app_hashes: tuple[str, ...] = field(default=())
+    trusted_publishers: tuple[str, ...] = field(default=())
+    pinned_bundles: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.min_sites < 2:
@@ -78,11 +89,24 @@ class SitePolicy:
             raise ConfigError("policy.max_epsilon must be positive (inf for no budget).")
         if not 0 < self.max_delta < 1:
             raise ConfigError("policy.max_delta must be in (0, 1).")
-        for digest in self.approved_app_hashes:
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        for name in ("approved_app_hashes", "pinned_bundles"):
+            for digest in getattr(self, name):
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    raise ConfigError(f"policy.{name}: {digest!r} is not a lowercase SHA-256 hex digest.")
+        self.publisher_keys()  # each must parse as an Ed25519 public key
+
+    def publisher_keys(self) -> tuple[VerifyKey, ...]:
+        """:attr:`trusted_publishers` as verify keys (ConfigError naming a key that does not parse)."""
+        keys = []
+        for text in self.trusted_publishers:
+            try:
+                keys.append(load_verify_key(text))
+            except KeyMaterialError:
                 raise ConfigError(
-                    f"policy.approved_app_hashes: {digest!r} is not a lowercase SHA-256 hex digest."
-                )
+                    f"policy.trusted_publishers: {text[:40]!r}... is not an Ed25519 public key "
+                    "(an OpenSSH 'ssh-ed25519 ...' line or 44 characters of base64)."
+                ) from None
+        return tuple(keys)
 
     @property
     def has_budget(self) -> bool:
@@ -92,6 +116,8 @@ class SitePolicy:
         """The ``[policy]`` table, every field spelled out with a comment."""
         models = ", ".join(f'"{m}"' for m in self.allowed_models)
         hashes = ", ".join(f'"{h}"' for h in self.approved_app_hashes)
+        publishers = "".join(f'\n    "{k}",' for k in self.trusted_publishers)
+        pins = ", ".join(f'"{h}"' for h in self.pinned_bundles)
         epsilon = "inf" if not self.has_budget else repr(float(self.max_epsilon))
         return (
             "[policy]\n"
@@ -106,6 +132,11 @@ class SitePolicy:
             "# SHA-256 of the app code this site accepts (python -c 'import client.policy as p;\n"
             "# print(p.app_hash())'); empty = any.\n"
             f"approved_app_hashes = [{hashes}]\n"
+            "# Publisher keys whose signed app bundles this site runs (`fedscan site run` adopts its kit's\n"
+            "# key on first use if none is listed); nothing else runs here.\n"
+            f"trusted_publishers = [{publishers}{chr(10) if publishers else ''}]\n"
+            "# SHA-256 of the app bundles this site accepts; empty = any a trusted publisher signed.\n"
+            f"pinned_bundles = [{pins}]\n"
         )
 
 

@@ -44,6 +44,19 @@ class SiteDir:
         return self.keys_dir / "deid.key"
 
     @property
+    def node_key_file(self) -> Path:
+        """The SuperNode's private key (EC P-384, OpenSSH): authenticates the site to the SuperLink.
+
+        Made here by ``fedscan site init``; only its public half leaves the site (``site enrol``).
+        """
+        return self.keys_dir / "node.key"
+
+    @property
+    def node_pubkey_file(self) -> Path:
+        """The node key's public half (one OpenSSH line), what the enrolment request carries."""
+        return self.keys_dir / "node.pub"
+
+    @property
     def store_dir(self) -> Path:
         """The encrypted dataset store (sealed shards and a sealed manifest)."""
         return self.root / "store"

@@ -14,7 +14,16 @@ with its own Ed25519 key ``keys/audit.key`` (0600; created by ``fedscan site ini
     a de-identification or ingest run: profile, options, counts per reason, manifest and report hashes;
 ``policy.change``
     site.toml's policy differs from the last one the log recorded (noticed whenever the log is opened,
-    so an edit by hand is recorded before the next thing the site does under it).
+    so an edit by hand is recorded before the next thing the site does under it);
+``site.enrolled``, ``trust.publisher``, ``bundle.accepted`` / ``bundle.refused``
+    the site's enrolment request, the publisher key it trusts, and its verdict on each app bundle
+    (:mod:`client.site_enrolment`, :mod:`client.supernode_process`).
+
+The site keeps an *anchor* of its own log beside it (``audit/anchor.json``: the log's genesis and last
+head, signed with the audit key) and refuses to write to a log that no longer matches it: a deleted log
+is not silently re-created with a new genesis, and a log cut short is not appended to. The federation
+keeps the other anchors: the manifest pins each site's log genesis (from its enrolment request) and the
+server's log records each participant's log head every round (``fedscan audit reconcile``).
 
 Round decisions (``round.taken``, ``round.refused``) are written by the ClientApp's audit mod
 (:mod:`client.audit_mod`). Details are counts, hashes, key ids and fedscan's own category names,
@@ -45,7 +54,8 @@ from common.crypto import (
     write_signing_key,
     write_verify_key,
 )
-from common.errors import KeyMaterialError
+from common.errors import AuditError, KeyMaterialError
+from common.fsio import write_atomic
 
 if TYPE_CHECKING:
     from client.deid.report import DeidReport
@@ -55,6 +65,7 @@ if TYPE_CHECKING:
     from client.store import Manifest
 
 __all__ = [
+    "anchor_file",
     "audit_key_file",
     "audit_log_file",
     "audit_pubkey_file",
@@ -182,11 +193,93 @@ def _note_policy(site: SiteDir, log: AuditLog) -> None:
 
 @contextlib.contextmanager
 def site_log(site: SiteDir) -> Iterator[AuditLog]:
-    """The site's audit log, open for appending (a policy edited since the last entry is logged first)."""
+    """The site's audit log, open for appending (a policy edited since the last entry is logged first).
+
+    Raises
+    ------
+    AuditError
+        The log does not match its anchor: it was deleted, cut short or re-created.
+    """
     actor = site_actor(SiteConfig.load(site.config_file).site_id)
-    with AuditLog.open(audit_log_file(site), actor, load_audit_key(site), role="site") as log:
+    key = load_audit_key(site)
+    anchor = _checked_anchor(site, key)
+    with AuditLog.open(audit_log_file(site), actor, key, role="site") as log:
+        if anchor is not None and log.head().seq < int(anchor["seq"]):
+            raise AuditError(
+                f"The site's audit log {log.path} ends at seq {log.head().seq}, before its anchored seq "
+                f"{anchor['seq']}: entries were cut. Restore the log from backup."
+            )
         _note_policy(site, log)
         yield log
+        _write_anchor(site, key, log, anchor)
+
+
+def anchor_file(site: SiteDir) -> Path:
+    """The site's anchor of its own log: genesis and last head, signed with the audit key."""
+    return site.root / "audit" / "anchor.json"
+
+
+_ANCHOR_LABEL = b"fedscan site log anchor v1\x00"
+
+
+def _anchor_message(anchor: Mapping[str, Any]) -> bytes:
+    body = {k: anchor[k] for k in ("genesis", "seq", "sha256")}
+    return _ANCHOR_LABEL + canonical_json(body)
+
+
+def _first_line(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.readline().rstrip(b"\n")
+
+
+def _checked_anchor(site: SiteDir, key: SigningKey) -> dict[str, Any] | None:
+    """The verified anchor, after checking the live log against it (None before the first anchor)."""
+    import base64
+    import json
+
+    path = anchor_file(site)
+    try:
+        anchor = json.loads(path.read_text())
+        signature = base64.b64decode(anchor["signature"])
+        seq = int(anchor["seq"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as error:
+        raise AuditError(f"{path} is malformed ({error}); the site's log cannot be checked.") from None
+    if not key.verify_key.verify(_anchor_message(anchor), signature):
+        raise AuditError(f"{path} is not signed by this site's audit key: it was altered.")
+    live = audit_log_file(site)
+    if not live.exists() or live.stat().st_size == 0:
+        raise AuditError(
+            f"The site's audit log {live} is missing, but its anchor records {seq + 1} entries: restore "
+            "the log from backup; fedscan does not start a new log over a lost one."
+        )
+    try:
+        first, _ = decode_line(_first_line(live))
+    except EntryFormatError:
+        raise AuditError(
+            f"The first line of {live} is not an audit entry: restore the log from backup."
+        ) from None
+    if first.seq == 0 and anchor.get("genesis") and first.line_hash() != anchor["genesis"]:
+        raise AuditError(
+            f"The site's audit log {live} starts from another genesis than the one anchored: it was "
+            "re-created. Restore the original log from backup."
+        )
+    return dict(anchor)
+
+
+def _write_anchor(site: SiteDir, key: SigningKey, log: AuditLog, previous: Mapping[str, Any] | None) -> None:
+    import base64
+    import json
+
+    head = log.head()
+    genesis = str(previous.get("genesis", "")) if previous is not None else ""
+    if not genesis:
+        first, _ = decode_line(_first_line(log.path))
+        genesis = first.line_hash() if first.seq == 0 else ""
+    anchor: dict[str, Any] = {"genesis": genesis, "seq": head.seq, "sha256": head.sha256}
+    anchor["signature"] = base64.b64encode(key.sign(_anchor_message(anchor))).decode("ascii")
+    write_atomic(anchor_file(site), json.dumps(anchor, sort_keys=True).encode(), mode=0o600)
 
 
 def record_site_init(site: SiteDir) -> None:

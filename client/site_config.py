@@ -140,6 +140,8 @@ _POLICY_FIELDS = {
     "max_epsilon": "a positive number (inf for no budget)",
     "max_delta": "a number in (0, 1)",
     "approved_app_hashes": "a list of SHA-256 hex digests",
+    "trusted_publishers": "a list of Ed25519 public keys (OpenSSH lines or base64)",
+    "pinned_bundles": "a list of SHA-256 hex digests",
 }
 
 
@@ -165,7 +167,7 @@ def parse_policy(table: dict[str, Any], path: Path) -> SitePolicy:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise bad(name, value)
             value = float(value)
-        if name in ("allowed_models", "approved_app_hashes"):
+        if name in ("allowed_models", "approved_app_hashes", "trusted_publishers", "pinned_bundles"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise bad(name, value)
             value = tuple(value)

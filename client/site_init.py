@@ -12,10 +12,11 @@ from client.site_config import SiteConfig
 from client.site_keys import PASSPHRASE_ENV, load_site_key, passphrase_key
 from common.audit.federation import site_actor
 from common.crypto import generate_key, key_from_env, load_key_file, write_key_file
+from common.crypto.pki import new_node_key, write_new_private_file
 from common.errors import ConfigError, KeyMaterialError
 from common.fsio import write_private_atomic
 
-__all__ = ["init_site", "load_deid_secret", "load_site_key"]
+__all__ = ["create_node_key", "init_site", "load_deid_secret", "load_site_key"]
 
 
 SALT_SIZE = 16
@@ -30,10 +31,11 @@ def init_site(
     ``keys/site.key``; ``env`` checks that ``FEDSCAN_SITE_KEY`` holds a key already (the secret store
     made it); ``passphrase`` creates a random salt and checks that ``FEDSCAN_SITE_PASSPHRASE`` is set;
     ``keyring`` creates a key and stores it in the OS keyring only. The de-identification secret is
-    always a key file. site.toml is written last: a failed init leaves no site behind. ``policy``
-    (default: the safe :class:`client.policy.SitePolicy`) goes into its ``[policy]`` table. The site's
-    audit key (``keys/audit.key``) is created with the others, and the audit log starts with
-    ``site.init`` (:mod:`client.site_audit`).
+    always a key file, and so is the SuperNode's node key (``keys/node.key``: born here, its public half
+    goes to the coordinator in ``fedscan site enrol``'s request). site.toml is written last: a failed init
+    leaves no site behind. ``policy`` (default: the safe :class:`client.policy.SitePolicy`) goes into its
+    ``[policy]`` table. The site's audit key (``keys/audit.key``) is created with the others, and the
+    audit log starts with ``site.init`` (:mod:`client.site_audit`).
     """
     site_actor(site_id)  # refuse, before anything is written, an id that cannot name an audit log
     site = SiteDir(Path(root))
@@ -58,10 +60,22 @@ def init_site(
 
         store_key_in_keyring(config.keyring_service, site_id, generate_key())
     write_key_file(site.deid_secret_file, generate_key())
+    create_node_key(site, site_id)
     create_audit_key(site)
     write_private_atomic(site.config_file, config.to_toml().encode())
     record_site_init(site)
     return site
+
+
+def create_node_key(site: SiteDir, site_id: str) -> str:
+    """Create the site's SuperNode key pair in ``keys/`` (private 0600, never overwritten).
+
+    Returns the key's fingerprint.
+    """
+    pair = new_node_key(comment=f"fedscan:{site_id}")
+    write_new_private_file(site.node_key_file, pair.private_openssh)
+    write_private_atomic(site.node_pubkey_file, pair.public_openssh)  # keys/ holds 0600 files only
+    return pair.fingerprint
 
 
 def load_deid_secret(site: SiteDir) -> bytes:

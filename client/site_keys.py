@@ -46,6 +46,7 @@ from common.fsio import fsync_dir, write_private_atomic
 __all__ = [
     "PASSPHRASE_ENV",
     "RotationReport",
+    "destroy_file",
     "load_site_key",
     "load_site_keyring",
     "passphrase_key",
@@ -169,7 +170,12 @@ def rotate_site_key(site: SiteDir) -> RotationReport:
     return report
 
 
-def _overwrite_and_unlink(path: Path) -> None:
+def destroy_file(path: Path) -> None:
+    """Overwrite a key file with random bytes, fsync it, then unlink it (what shredding does to keys).
+
+    On a copy-on-write or journalling file system an old block may survive the overwrite; the key is
+    still gone from the file system's view, and crypto-shredding rests on the keys, not on this.
+    """
     size = path.stat().st_size
     with path.open("r+b") as handle:
         handle.write(os.urandom(max(size, 1)))
@@ -206,7 +212,7 @@ def shred_site_keys(site: SiteDir) -> list[str]:
         if p.exists()
     ]
     for path in targets:
-        _overwrite_and_unlink(path)
+        destroy_file(path)
     destroyed += [str(path) for path in targets]
     write_private_atomic(
         site.keys_dir / SHREDDED_MARKER,

@@ -1,13 +1,18 @@
 """``fedscan site run``: check the site, then run its Flower SuperNode, connected out to the SuperLink.
 
-Before anything starts, :func:`check_site` refuses a site that is not ready, with the reason: the kit's
-node key must be a regular file of this user with mode 0600 and match the registered public key, its
-CA certificate must be the one the kit names, ``site.toml`` must load (the site's policy included) and
-name the same site as the kit, the site key must pass its own checks and the store must hold data.
+Before anything starts, :func:`check_site` refuses a site that is not ready, with the reason: the site's
+own node key (``keys/node.key``, born at the site) must be a regular file of this user with mode 0600;
+the kit's CA certificate must be the one the kit names; the kit's federation manifest must be signed by a
+publisher this site trusts (on the first run, the site adopts its kit's publisher key:
+:func:`client.site_enrolment.trust_kit_publisher`) and list this site as enrolled, active, with exactly
+this node key; ``site.toml`` must load (the site's policy included) and name the same site as the kit;
+the site key must pass its own checks and the store must hold data.
 
-Then :class:`SiteNode` starts ``flower-supernode`` with the kit's CA certificate (the SuperLink's TLS
-certificate is verified against it), the node key (SuperNode authentication), its own Runtime API port
-on 127.0.0.1, and a node config naming the site directory; the ClientApp opens the store from there.
+Then :class:`SiteNode` starts ``flower-supernode`` through :mod:`client.supernode_process` (the site's
+bundle gate: a run's app bundle runs only if it verifies against this site's trusted publishers, pinned
+bundles and installed fedscan, :mod:`common.app_bundle`), with the kit's CA certificate (the SuperLink's
+TLS certificate is verified against it), the node key (SuperNode authentication), its own Runtime API
+port on 127.0.0.1, and a node config naming the site directory; the ClientApp opens the store from there.
 The site only connects out: no inbound port is opened (the Runtime API listens on loopback only).
 
 Isolation, as on the server (``docs/deployment.md`` has the measurements): ``warm`` (default) runs the
@@ -15,7 +20,8 @@ SuperNode with ``--isolation process``, a SuperExec secret, fedscan's pre-warmed
 (:mod:`common.warm_exec`) and idle polls capped (:mod:`common.flower_polling`); with ``hold`` (the
 default) the SuperNode holds its executor's empty ``AcquireTask`` answers until a task arrives and asks
 the SuperLink again at once after a held answer (:mod:`common.flower_wakeups`); ``process`` uses
-Flower's ``flower-superexec`` instead of the warm executor; ``subprocess`` is Flower's default.
+Flower's ``flower-superexec`` instead of the warm executor; ``subprocess`` is Flower's default. In
+``warm`` isolation the site runs only its installed fedscan, so bundles that carry code are refused.
 """
 
 from __future__ import annotations
@@ -32,56 +38,67 @@ from pathlib import Path
 
 from client.site import SiteDir
 from client.site_config import SiteConfig
+from client.site_enrolment import trust_kit_publisher
 from client.site_init import load_site_key
 from client.store import read_manifest
 from common.crypto.pki import certificate_info, node_key_fingerprint, node_public_key, read_private_file
 from common.daemons import Daemon, flower_environment, free_port
 from common.errors import ConfigError, InputError, KeyMaterialError, PolicyError, StoreError, TrainingError
+from common.federation_manifest import MANIFEST_FILE, FederationManifest
+from common.federation_manifest import read_manifest as read_federation
 from common.flower_wakeups import HOLD_SECONDS
 from common.fsio import write_atomic, write_private_atomic
 
-__all__ = ["ISOLATIONS", "SiteKit", "SiteNode", "check_site", "run_site", "warm_up"]
+__all__ = ["ISOLATIONS", "ReadySite", "SiteKit", "SiteNode", "check_site", "run_site", "warm_up"]
 
 ISOLATIONS = ("warm", "process", "subprocess")
+_KIT_FORMAT = 2
 
 
 @dataclass(frozen=True)
 class SiteKit:
-    """A site kit written by ``fedscan server provision`` (``kit.toml``, ``ca.pem``, ``node.key``)."""
+    """A site kit written by ``fedscan server provision`` (``kit.toml``, ``ca.pem``, ``publisher.pub``,
+    ``federation.json``); it holds no private key."""
 
     root: Path
     federation: str
     superlink: str
     site_id: str
-    fingerprint: str
     ca_sha256: str
+    publisher_key_id: str
 
     @property
     def ca_certificate(self) -> Path:
         return self.root / "ca.pem"
 
     @property
-    def node_key(self) -> Path:
-        return self.root / "node.key"
+    def publisher_pubkey(self) -> Path:
+        return self.root / "publisher.pub"
 
     @property
-    def node_public_key(self) -> Path:
-        return self.root / "node.pub"
+    def manifest_file(self) -> Path:
+        return self.root / MANIFEST_FILE
 
     @classmethod
     def load(cls, root: Path) -> SiteKit:
-        """Read ``root/kit.toml``; InputError naming the file if it is missing or malformed."""
+        """Read ``root/kit.toml``; InputError naming the file if it is missing, malformed or too old."""
         root = Path(root).resolve()
         path = root / "kit.toml"
         try:
             raw = tomllib.loads(path.read_text())
+            if raw["federation"].get("format") != _KIT_FORMAT:
+                raise InputError(
+                    f"{path} is a kit of format {raw['federation'].get('format')!r}; this fedscan reads "
+                    f"{_KIT_FORMAT} (kits built from the sites' enrolment requests): ask the coordinator "
+                    "for a new kit."
+                )
             return cls(
                 root=root,
                 federation=str(raw["federation"]["name"]),
                 superlink=str(raw["federation"]["superlink"]),
                 site_id=str(raw["site"]["id"]),
-                fingerprint=str(raw["site"]["fingerprint"]),
                 ca_sha256=str(raw["federation"]["ca_sha256"]),
+                publisher_key_id=str(raw["federation"]["publisher_key_id"]),
             )
         except FileNotFoundError:
             raise InputError(
@@ -91,29 +108,42 @@ class SiteKit:
             raise InputError(f"{path} is malformed ({error!r}).") from None
 
 
-def check_site(site: SiteDir, kit: SiteKit) -> SiteConfig:
-    """Refuse to start a site that is not ready; return its configuration (policy included).
+@dataclass(frozen=True)
+class ReadySite:
+    """A site that passed :func:`check_site`: its configuration and its verified federation manifest."""
+
+    config: SiteConfig
+    manifest: FederationManifest
+    node_fingerprint: str
+    adopted_publisher: bool
+
+
+def check_site(site: SiteDir, kit: SiteKit) -> ReadySite:
+    """Refuse to start a site that is not ready; return its configuration and federation manifest.
 
     Raises
     ------
     KeyMaterialError
-        The node key or the site key is missing, unsafe (mode, owner, symlink) or does not match.
+        The node key or the site key is missing, unsafe (mode, owner, symlink), or not the key the
+        federation enrolled for this site.
     PolicyError
-        The kit is for another site.
+        The kit is for another site, or the manifest lists this site as revoked or not yet enrolled.
     InputError
-        The CA certificate is missing or not the one the kit names.
+        The CA certificate or the manifest is missing or not the federation's, or the manifest is
+        signed by a publisher this site does not trust.
     StoreError
         The site's store holds no data yet (or does not open under the site key).
     """
-    private = read_private_file(kit.node_key)
-    if not kit.node_public_key.exists():
-        raise KeyMaterialError(f"{kit.node_public_key} is missing from the kit.")
-    public = node_public_key(private)
-    if node_key_fingerprint(public) != kit.fingerprint:
+    try:
+        private = read_private_file(site.node_key_file)
+    except KeyMaterialError as error:
+        if site.node_key_file.exists():
+            raise
         raise KeyMaterialError(
-            f"{kit.node_key} is not the key registered for site {kit.site_id} "
-            f"(fingerprint {node_key_fingerprint(public)}, kit says {kit.fingerprint})."
-        )
+            f"{error} This site has no node key: run `fedscan site enrol --site-dir {site.root} --out "
+            "REQUEST` and send REQUEST to the coordinator."
+        ) from None
+    fingerprint = node_key_fingerprint(node_public_key(private))
     try:
         ca = kit.ca_certificate.read_bytes()
     except FileNotFoundError:
@@ -128,12 +158,35 @@ def check_site(site: SiteDir, kit: SiteKit) -> SiteConfig:
             f"The kit in {kit.root} is for site {kit.site_id!r}, but {site.config_file} is site "
             f"{config.site_id!r}; use this site's own kit."
         )
+    _publisher, adopted = trust_kit_publisher(site, kit.publisher_pubkey)
+    config = SiteConfig.load(site.config_file)  # adoption rewrote the policy
+    manifest = read_federation(kit.manifest_file, trusted=config.policy.publisher_keys())
+    if manifest.federation != kit.federation or manifest.ca_sha256 != kit.ca_sha256:
+        raise InputError(f"{kit.manifest_file} is the manifest of another federation than {kit.root}.")
+    entry = manifest.site(kit.site_id)
+    if entry is None or entry.status == "pending":
+        raise PolicyError(
+            f"Site {kit.site_id} is not enrolled in federation {kit.federation} yet: run `fedscan site enrol "
+            f"--site-dir {site.root} --out REQUEST`, send REQUEST to the coordinator, and use the kit they "
+            "send back."
+        )
+    if entry.status == "revoked":
+        raise PolicyError(
+            f"Site {kit.site_id} is revoked in federation {kit.federation} (manifest serial "
+            f"{manifest.serial}); it cannot connect. Ask the coordinator."
+        )
+    if entry.node_fingerprint != fingerprint:
+        raise KeyMaterialError(
+            f"{site.node_key_file} (fingerprint {fingerprint}) is not the node key federation "
+            f"{kit.federation} enrolled for site {kit.site_id} ({entry.node_fingerprint}); use the kit "
+            "made from this site's own enrolment request."
+        )
     key = load_site_key(site)  # the site key's own checks (mode 0600, owner)
     if not site.store_dir.exists() or not any(site.store_dir.iterdir()):
         raise StoreError(f"{site.store_dir} holds no data: run `fedscan site ingest` first.")
     if not read_manifest(site.store_dir, key).records:  # opens under this key, in memory
         raise StoreError(f"{site.store_dir} holds no records: run `fedscan site ingest` first.")
-    return config
+    return ReadySite(config, manifest, fingerprint, adopted)
 
 
 def warm_up() -> None:
@@ -190,8 +243,7 @@ class SiteNode:
         return self.site.root / "flower"
 
     def supernode_argv(self) -> list[str]:
-        """The ``flower-supernode`` command (through the poll-capping launcher when ``max_wait``)."""
-        bin_dir = Path(sys.executable).parent
+        """The ``flower-supernode`` command, through the site's gate (:mod:`client.supernode_process`)."""
         node_config = self.home / "node-config.toml"
         write_atomic(node_config, f"site-dir = {json.dumps(str(self.site.root.resolve()))}\n".encode())
         if self.runtime_port is None:
@@ -199,7 +251,8 @@ class SiteNode:
         args = [
             "--superlink", self.superlink or self.kit.superlink,
             "--root-certificates", str(self.kit.ca_certificate),
-            "--auth-supernode-private-key", str(self.kit.node_key),
+            "--auth-supernode-private-key", str(self.site.node_key_file),
+            "--trusted-entities", str(self._trusted_entities()),
             "--node-config", str(node_config),
             "--host", "127.0.0.1",
             "--port", str(self.runtime_port),
@@ -208,11 +261,30 @@ class SiteNode:
             args += ["--max-wait-time", str(self.max_wait_time)]
         if self.isolation != "subprocess":
             args += ["--isolation", "process", "--superexec-auth-secret-file", str(self._secret())]
-        if self.max_wait is not None:
-            hold = ["--hold", str(self.hold)] if self.hold else []
-            return [sys.executable, "-m", "common.flower_polling", "--max-wait", str(self.max_wait), *hold,
-                    "flower-supernode", *args]  # fmt: skip
-        return [str(bin_dir / "flower-supernode"), *args]
+        launcher = [
+            sys.executable, "-m", "client.supernode_process",
+            "--site-dir", str(self.site.root.resolve()),
+            "--kit", str(self.kit.root),
+            "--isolation", self.isolation,
+        ]  # fmt: skip
+        if self.max_wait is None:
+            launcher += ["--stock"]
+        else:
+            launcher += ["--max-wait", str(self.max_wait), "--hold", str(self.hold or 0)]
+        return [*launcher, "flower-supernode", *args]
+
+    def _trusted_entities(self) -> Path:
+        """Flower's ``--trusted-entities`` file: the site's trusted publisher keys (OpenSSH), by key id.
+
+        With it, even a Flower without fedscan's gate refuses every bundle it cannot verify.
+        """
+        keys = SiteConfig.load(self.site.config_file).policy.publisher_keys()
+        if not keys:
+            raise ConfigError(f"{self.site.config_file} trusts no publisher: the site would run nothing.")
+        path = self.home / "trusted-entities.yaml"
+        lines = [f"{json.dumps(k.key_id)}: {json.dumps(k.to_openssh())}" for k in keys]
+        write_atomic(path, ("\n".join(lines) + "\n").encode(), mode=0o600)
+        return path
 
     def _secret(self) -> Path:
         path = self.home / "superexec.secret"
@@ -298,13 +370,18 @@ def run_site(
     TrainingError
         If the SuperNode exits on its own (e.g. its key was refused), with Flower's reason.
     """
-    config = check_site(site, kit)
+    ready = check_site(site, kit)
+    if ready.adopted_publisher:
+        on_progress(
+            f"site {ready.config.site_id}: now trusts publisher key {kit.publisher_key_id} from {kit.root} "
+            f"(first use; recorded in site.toml and the audit log)"
+        )
     node = SiteNode(site, kit, superlink=superlink, isolation=isolation, max_wait=max_wait, hold=hold)
     try:
         node.start()
         on_progress(
-            f"site {config.site_id}: SuperNode started, connecting out to {superlink or kit.superlink} "
-            f"(TLS with {kit.ca_certificate.name}, node key {kit.fingerprint}, {isolation}); "
+            f"site {ready.config.site_id}: SuperNode started, connecting out to {superlink or kit.superlink} "
+            f"(TLS with {kit.ca_certificate.name}, node key {ready.node_fingerprint}, {isolation}); "
             f"logs in {node.home / 'logs'}. Ctrl-C stops it."
         )
         while node.running and not should_stop():

@@ -10,26 +10,39 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["APP_PACKAGES", "app_hash"]
+__all__ = ["APP_PACKAGES", "app_hash", "source_digest"]
 
 #: The packages whose code a site runs in a ClientApp (and the server in its ServerApp).
 APP_PACKAGES = ("client", "common", "server")
+
+
+def source_digest(files: Iterable[tuple[str, bytes]]) -> str:
+    """SHA-256 over source files given as (relative POSIX path, bytes), the way :func:`app_hash` hashes.
+
+    Files are taken in sorted path order, each as its path, a NUL byte and the SHA-256 of its bytes; the
+    same function names the installed app (:func:`app_hash`) and the code inside an app bundle
+    (:mod:`common.app_bundle`), so a site can approve either by one digest.
+    """
+    digest = hashlib.sha256()
+    for relative, content in sorted(files):
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
 def app_hash() -> str:
     """SHA-256 over the source of the app this process runs (``client``, ``common``, ``server``).
 
-    In a deployment the SuperNode installs the Flower App the server sent and runs the ClientApp from
-    it, so this is a digest of the code the server sent; a site approves the digests it has reviewed.
-    Files are taken in sorted relative order, each as its path and the SHA-256 of its bytes.
+    A fedscan site runs its installed fedscan (the app bundles it accepts carry no code, or carry code a
+    trusted publisher signed: :mod:`common.app_bundle`), so this digest names the code a ClientApp runs;
+    a site approves the digests it has reviewed (``approved_app_hashes``).
     """
-    digest = hashlib.sha256()
     top = Path(__file__).resolve().parent.parent  # the folder holding client/, common/ and server/
-    for package in APP_PACKAGES:
-        for path in sorted((top / package).rglob("*.py")):
-            relative = path.relative_to(top).as_posix()
-            digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+    return source_digest(
+        (path.relative_to(top).as_posix(), path.read_bytes())
+        for package in APP_PACKAGES
+        for path in (top / package).rglob("*.py")
+    )

@@ -16,7 +16,11 @@ from common import __version__
 from common.config import RunConfig
 from common.fsio import write_atomic
 
-__all__ = ["write_app_manifest"]
+__all__ = ["CLIENT_COMPONENT", "SERVER_COMPONENT", "write_app_manifest"]
+
+#: The installed apps a fedscan bundle names (module:attribute).
+CLIENT_COMPONENT = "client.client_app:app"
+SERVER_COMPONENT = "server.server_app:app"
 
 
 def write_app_manifest(app_dir: Path) -> Path:
@@ -32,8 +36,8 @@ def write_app_manifest(app_dir: Path) -> Path:
         'publisher = "fedscan"',
         "",
         "[tool.flwr.app.components]",
-        'serverapp = "server.server_app:app"',
-        'clientapp = "client.client_app:app"',
+        f'serverapp = "{SERVER_COMPONENT}"',
+        f'clientapp = "{CLIENT_COMPONENT}"',
         "",
         "[tool.flwr.app.config]",
     ]

@@ -21,28 +21,23 @@ requests, same TLS and authentication, only more often while waiting (a SuperNod
 for large federations). A module not where Flower 1.42 keeps it (another Flower version) is left
 alone and the caller told, so the worst case is Flower's own latency, never a failure.
 
-Run as ``python -m common.flower_polling --max-wait 0.2 flower-supernode ARGS...`` to start Flower's
-own SuperNode command with the capped waits (and fedscan's other adjustments, see :func:`main`).
+fedscan's launcher (:mod:`common.flower_runtime.launcher`) applies this to the SuperNodes it starts;
+fedscan's warm executor applies it to each task.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import sys
 import time
 import types
-from collections.abc import Sequence
 
-from common import flower_transfers, flower_wakeups, inline_dependencies, superlink_middleware, unary_dispatch
-from common.startup_heap import freeze_startup_heap
+from common import flower_wakeups
 
 __all__ = [
     "POLL_MODULES",
     "SUPERNODE_IDLE_AFTER",
     "SUPERNODE_LOCAL_WAIT",
     "PollClock",
-    "main",
     "shorten_polls",
 ]
 
@@ -162,52 +157,3 @@ def shorten_polls(role: str, max_wait: float, *, held_after: float | None = None
             defaults.update(initial_backoff=max_wait / 4, backoff_cap=max_wait, max_tries_per_object=None)
             changed.append(f"{PULL_MODULE}.{function_name}")
     return changed
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Start ``flower-supernode`` or ``flower-superlink`` with fedscan's pace (the rest goes to Flower).
-
-    ``--max-wait`` caps a SuperNode's idle waits; ``--hold`` makes the process hold empty poll answers
-    (:mod:`common.flower_wakeups`) and, for a SuperNode, poll again at once after a held answer. A
-    SuperNode also moves a message's objects over more connections at once
-    (:mod:`common.flower_transfers`); a SuperLink lets Fleet and Runtime requests past its Control-API
-    middleware (:mod:`common.superlink_middleware`). Both run their middleware in-task on the Fleet
-    and Runtime APIs' one-message routes (:mod:`common.unary_dispatch`) and call Flower's quick
-    request look-ups in place (:mod:`common.inline_dependencies`).
-    """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--max-wait", type=float, default=0.2, help="Longest idle wait, in seconds.")
-    parser.add_argument("--hold", type=float, default=0.0, help="Hold empty answers this long (0: off).")
-    parser.add_argument("command", choices=["flower-supernode", "flower-superlink"])
-    parser.add_argument("flower_args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    changed: list[str] = []
-    role = "supernode" if args.command == "flower-supernode" else "superlink"
-    if args.hold > 0:
-        changed += flower_wakeups.hold_empty_answers(role, args.hold)
-    changed += inline_dependencies.inline_flower_dependencies()
-    if role == "superlink":
-        changed += superlink_middleware.skip_idle_middleware()
-    if role == "supernode":
-        held_after = args.hold / 2 if args.hold > 0 else None
-        changed += shorten_polls("supernode", args.max_wait, held_after=held_after)
-        changed += flower_transfers.widen_object_transfers()
-        changed += unary_dispatch.buffer_supernode_app()
-    where = ", ".join(changed) or "nothing (not Flower 1.42's layout)"
-    print(
-        f"fedscan: pace (wait cap {args.max_wait} s, hold {args.hold} s) changed in {where}",
-        file=sys.stderr,
-        flush=True,
-    )
-    # Flower parses sys.argv itself and names its exit events after the command.
-    sys.argv = [args.command, *args.flower_args]
-    if role == "supernode":
-        from flwr.supernode.cli import flower_supernode as serve
-    else:
-        from flwr.superlink.cli import flower_superlink as serve
-    freeze_startup_heap()  # imports done: the collector need not walk them while serving
-    serve()
-
-
-if __name__ == "__main__":
-    main()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +20,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from common.audit import Head, VerifiedLog
     from common.crypto import SiteKey, VerifyKey
+    from common.federation_manifest import FederationManifest
 
 __all__ = ["audit_app"]
 
@@ -30,16 +32,73 @@ audit_app = typer.Typer(
 )
 
 _PUBKEY_HELP = (
-    "Trusted public key (PEM or OpenSSH file, or raw base64), e.g. from a site kit; repeatable. "
-    "Without it each log is checked against the key in its own genesis entry (not pinned)."
+    "ACTOR=KEY: the audit key of one actor (a site id, or 'server'): PEM or OpenSSH file, or raw base64; "
+    "repeatable. Each log must be signed by its own actor's key. A bare KEY pins the one log given."
 )
+_KIT_HELP = (
+    "A federation kit (server kit, site kit or federation directory): each log is checked against its "
+    "actor's audit key in the signed federation manifest, and a site log against its enrolled genesis."
+)
+_UNPINNED_HELP = "Accept a log no key vouches for (checked against its own genesis key only)."
 _SEAL_KEY_HELP = "Site key file that opens sealed (rotated) segments."
 
 
-def _keys(pubkeys: list[str], seal_key: Path | None) -> tuple[list[VerifyKey], SiteKey | None]:
-    from common.crypto import load_key_file, load_verify_key
+@dataclass(frozen=True)
+class _Trust:
+    """Which key vouches for which log: per actor (manifest, ACTOR=KEY) or one bare key for one log."""
 
-    return [load_verify_key(k) for k in pubkeys], (load_key_file(seal_key) if seal_key else None)
+    actor_keys: dict[str, VerifyKey] | None
+    genesis: dict[str, str]
+    bare: list[VerifyKey]
+    require_pinned: bool
+    seal: SiteKey | None
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "pubkeys": self.bare,
+            "actor_keys": self.actor_keys,
+            "genesis": self.genesis,
+            "require_pinned": self.require_pinned,
+            "seal_key": self.seal,
+        }
+
+
+def _manifest_of_kit(kit: Path) -> FederationManifest:
+    from common.crypto import load_verify_key
+    from common.errors import InputError
+    from common.federation_manifest import MANIFEST_FILE, read_manifest
+
+    for folder in (kit, kit / "server"):
+        if (folder / MANIFEST_FILE).exists() and (folder / "publisher.pub").exists():
+            return read_manifest(folder / MANIFEST_FILE, trusted=(load_verify_key(folder / "publisher.pub"),))
+    raise InputError(f"{kit} holds no federation manifest (federation.json and publisher.pub).")
+
+
+def _trust(
+    kit: Path | None, pubkeys: list[str], seal_key: Path | None, logs: list[Path], allow_unpinned: bool
+) -> _Trust:
+    from common.crypto import load_key_file, load_verify_key
+    from common.errors import ConfigError
+
+    actor_keys: dict[str, VerifyKey] | None = None
+    genesis: dict[str, str] = {}
+    if kit is not None:
+        manifest = _manifest_of_kit(kit)
+        actor_keys, genesis = manifest.audit_keys(), manifest.enrolled_log_genesis()
+    bare: list[VerifyKey] = []
+    for text in pubkeys:
+        actor, sep, source = text.partition("=")
+        if sep and actor and "/" not in actor and not Path(text).exists():
+            actor_keys = {**(actor_keys or {}), actor.strip().lower(): load_verify_key(source)}
+        else:
+            bare.append(load_verify_key(text))
+    if bare and (len(bare) > 1 or len(logs) > 1):
+        raise ConfigError(
+            "A bare --pubkey KEY can only pin the one log given: with several logs or keys, say whose key "
+            "each is (--pubkey site-a=site-a.pub --pubkey server=server.pub) or pass the federation's --kit."
+        )
+    seal = load_key_file(seal_key) if seal_key else None
+    return _Trust(actor_keys, genesis, bare, not allow_unpinned, seal)
 
 
 def _parse_heads(heads: list[str]) -> dict[str, Head]:
@@ -56,13 +115,10 @@ def _parse_heads(heads: list[str]) -> dict[str, Head]:
     return parsed
 
 
-def _read_logs(
-    paths: list[Path], pubkeys: list[str], seal_key: Path | None, every_signature: bool = False
-) -> list[VerifiedLog]:
+def _read_logs(paths: list[Path], trust: _Trust, every_signature: bool = False) -> list[VerifiedLog]:
     from common.audit import read_verified_log
 
-    keys, seal = _keys(pubkeys, seal_key)
-    return [read_verified_log(p, pubkeys=keys, seal_key=seal, every_signature=every_signature) for p in paths]
+    return [read_verified_log(p, **trust.options(), every_signature=every_signature) for p in paths]
 
 
 @audit_app.command("verify")
@@ -70,7 +126,9 @@ def audit_verify(
     logs: list[Path] = typer.Argument(
         ..., help="Audit logs (live files; rotated segments are found beside them)."
     ),
+    kit: Path | None = typer.Option(None, "--kit", help=_KIT_HELP),
     pubkey: list[str] = typer.Option([], "--pubkey", help=_PUBKEY_HELP),
+    allow_unpinned: bool = typer.Option(False, "--allow-unpinned", help=_UNPINNED_HELP),
     seal_key: Path | None = typer.Option(None, "--seal-key", help=_SEAL_KEY_HELP),
     head: list[str] = typer.Option(
         [], "--head", help="A head recorded earlier, ACTOR:SEQ:SHA256 (detects entries cut from the end)."
@@ -80,28 +138,27 @@ def audit_verify(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Check each log's hash chain and signatures; name the first bad entry (file, line, seq, reason).
+    """Check each log's hash chain and signatures against its own actor's key; name the first bad entry.
 
+    Each log must be signed by the audit key of the actor it claims to be: from the federation's
+    signed manifest (--kit) or --pubkey ACTOR=KEY. A site log must also start from the genesis its site
+    enrolled (a re-created log fails). A log no key vouches for fails unless --allow-unpinned.
     Exit code 0 if every log verifies, 9 otherwise.
     Record the printed heads: passing them back with --head reveals entries cut from the end of a log.
 
-    Example: fedscan audit verify site-a/audit/audit.jsonl server/audit.jsonl --pubkey site-a.pub
+    Example: fedscan audit verify site-a/audit/audit.jsonl server/audit.jsonl --kit federation/server
     """
     from common.audit import verify_log
     from common.errors import AuditError
 
-    keys, seal = _keys(pubkey, seal_key)
+    trust = _trust(kit, pubkey, seal_key, logs, allow_unpinned)
     expected = _parse_heads(head)
     results = []
     for path in logs:
-        result = verify_log(path, pubkeys=keys, seal_key=seal, every_signature=every_signature)
+        result = verify_log(path, **trust.options(), every_signature=every_signature)
         if result.actor in expected:
             result = verify_log(
-                path,
-                pubkeys=keys,
-                seal_key=seal,
-                every_signature=every_signature,
-                expected_head=expected[result.actor],
+                path, **trust.options(), every_signature=every_signature, expected_head=expected[result.actor]
             )
         results.append(result)
     if json_output:
@@ -125,14 +182,17 @@ def audit_reconcile(
     logs: list[Path] = typer.Argument(
         ..., help="SITE_LOG... SERVER_LOG: the site logs, then the server's log last."
     ),
+    kit: Path | None = typer.Option(None, "--kit", help=_KIT_HELP),
     pubkey: list[str] = typer.Option([], "--pubkey", help=_PUBKEY_HELP),
+    allow_unpinned: bool = typer.Option(False, "--allow-unpinned", help=_UNPINNED_HELP),
     seal_key: Path | None = typer.Option(None, "--seal-key", help=_SEAL_KEY_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check every round's participants in the server's log against the sites' own entries, both ways.
 
     Flags a site claiming a round the server does not list, a site the server lists whose log has no
-    such round (or refused it), and any disagreement on the model hash.
+    such round (or refused it), any disagreement on the model hash, and a site log that no longer holds
+    the head the server anchored for it (cut, rewritten or re-created).
     Exit code 9 on any difference.
 
     Example: fedscan audit reconcile site-a/audit/audit.jsonl site-b/audit/audit.jsonl server/audit.jsonl
@@ -142,7 +202,7 @@ def audit_reconcile(
 
     if len(logs) < 2:
         raise ConfigError("reconcile needs at least one site log and the server's log (last).")
-    verified = _read_logs(logs, pubkey, seal_key)
+    verified = _read_logs(logs, _trust(kit, pubkey, seal_key, logs, allow_unpinned))
     result = reconcile(verified[:-1], verified[-1])
     if json_output:
         body = {"logs": [v.verification.to_dict() for v in verified], **result.to_dict()}
@@ -180,6 +240,7 @@ def audit_report(
     logs: list[Path] = typer.Argument(None, help="Audit logs to include (sites and server)."),
     out: Path = typer.Option(..., "--out", help="Where to write the HTML report."),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="A run's output folder (metrics.jsonl)."),
+    kit: Path | None = typer.Option(None, "--kit", help=_KIT_HELP),
     pubkey: list[str] = typer.Option([], "--pubkey", help=_PUBKEY_HELP),
     seal_key: Path | None = typer.Option(None, "--seal-key", help=_SEAL_KEY_HELP),
     title: str = typer.Option("fedscan audit report", "--title", help="The report's title."),
@@ -198,7 +259,7 @@ def audit_report(
     logs = list(logs or [])
     if not logs and run_dir is None:
         raise ConfigError("report needs audit logs, a --run-dir, or both.")
-    verified = _read_logs(logs, pubkey, seal_key)
+    verified = _read_logs(logs, _trust(kit, pubkey, seal_key, logs, allow_unpinned=True))
     rows = _metrics_rows(run_dir) if run_dir is not None else []
     html, reconciliation = report_of_logs(
         verified, metrics_rows=rows, run_dir=str(run_dir) if run_dir else None, title=title

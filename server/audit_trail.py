@@ -11,7 +11,8 @@ its public half is ``<out-dir>/audit/audit.pub``). A resumed run appends to the 
 ``round.aggregated``
     per round: the model the round started from (what every site received), the participants (the
     site id each accepted update carried; under SecAgg+ the sites whose masked vectors are in the sum),
-    the new global model, failures, examples, federation-level and per-site epsilon, metrics;
+    the new global model, failures, examples, federation-level and per-site epsilon, metrics, and the
+    head of each participant's own audit log (anchored here: reconciliation checks it is still there);
 ``checkpoint.saved``
     the model hash of each round's checkpoint, chained to the previous one, with the sealed file's hash;
 ``model.final`` and ``run.end``
@@ -39,6 +40,8 @@ from common.app_identity import app_hash
 from common.audit import AuditLog, is_token, read_verified_log
 from common.audit.events import KINDS
 from common.audit.federation import (
+    AUDIT_HEAD_METRIC,
+    AUDIT_SEQ_METRIC,
     MANIFEST_METRIC,
     SERVER_ACTOR,
     SITE_ID_METRIC,
@@ -164,6 +167,9 @@ def fit_participants(results: Iterable[tuple[Any, Any]]) -> dict[str, dict[str, 
         manifest = metrics.get(MANIFEST_METRIC)
         if KINDS["sha256"][0](manifest):
             info["manifest_sha256"] = manifest
+        head, seq = metrics.get(AUDIT_HEAD_METRIC), metrics.get(AUDIT_SEQ_METRIC)
+        if KINDS["sha256"][0](head) and KINDS["count"][0](seq):
+            info["audit_head"], info["audit_seq"] = head, seq
         sites[site] = info
     return dict(sorted(sites.items()))
 
@@ -286,6 +292,10 @@ class ServerAuditTrail:
         epsilons = {s: p["epsilon"] for s, p in participants.items() if "epsilon" in p}
         if epsilons:
             details["epsilons"] = epsilons
+        heads = {s: p for s, p in participants.items() if "audit_head" in p}
+        if heads:  # each site's own log, anchored here (reconciliation checks they are still there)
+            details["site_log_heads"] = {s: p["audit_head"] for s, p in heads.items()}
+            details["site_log_seqs"] = {s: p["audit_seq"] for s, p in heads.items()}
         privacy = record.privacy or {}
         federation = privacy.get("epsilon_client")
         federation = federation if federation is not None else privacy.get("epsilon_sample_max")

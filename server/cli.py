@@ -93,12 +93,13 @@ def _print_federation(fed, json_output: bool) -> None:  # type: ignore[no-untype
         "server_kit": str(fed.server_dir),
         "certificate_names": list(fed.names),
         "certificate_expires": cert.not_after.isoformat(),
+        "manifest_serial": fed.serial,
         "sites": [
             {
                 "site": s.site_id,
                 "status": s.status,
                 "fingerprint": s.fingerprint,
-                "kit": str(fed.site_kit(s.site_id)) if s.status == "active" else None,
+                "kit": str(fed.site_kit(s.site_id)) if s.status != "revoked" else None,
             }
             for s in sorted(fed.sites, key=lambda s: s.site_id)
         ],
@@ -128,18 +129,26 @@ def server_provision(
         None, "--superlink-address", help="HOST:PORT the sites connect to (goes into the certificate)."
     ),
     out: Path | None = typer.Option(None, "--out", help="New directory for the federation's files."),
+    request: list[Path] = typer.Option(
+        [], "--request", help="A site's enrolment request (`fedscan site enrol`); repeatable."
+    ),
     extra_names: str = typer.Option(
         "", "--extra-names", help="Other names/IPs of the SuperLink for its certificate, comma-separated."
     ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Create a federation: CA, SuperLink certificate, EC P-384 node keys, a kit per site (keys 0600).
+    """Create a federation from the sites' enrolment requests: CA, SuperLink certificate, publisher
+    key, signed federation manifest, and a kit per site (no site private key is made or held here).
+
+    A site in --sites without a --request is pending until `provision add-site --request` enrols it.
 
     Example: fedscan server provision --federation lung-ct --sites a,b,c \\
-    --superlink-address hub.example.org:9092 --out ./federation
+    --superlink-address hub.example.org:9092 --out ./federation --request a.json --request b.json \\
+    --request c.json
     """
     if ctx.invoked_subcommand is not None:
         return
+    from common.enrolment import read_request
     from common.errors import ConfigError
     from server.provision import provision
 
@@ -147,17 +156,23 @@ def server_provision(
         flag
         for flag, value in (
             ("--federation", federation),
-            ("--sites", sites),
             ("--superlink-address", superlink_address),
             ("--out", out),
         )
         if not value
     ]
+    if not sites and not request:
+        missing.append("--sites or --request")
     if missing:
         raise ConfigError(f"fedscan server provision needs {', '.join(missing)}.")
-    assert federation and sites and superlink_address and out  # for the type checker
+    assert federation and superlink_address and out  # for the type checker
     fed = provision(
-        out, federation, _split_names(sites), superlink_address, extra_names=_split_names(extra_names)
+        out,
+        federation,
+        _split_names(sites or ""),
+        superlink_address,
+        requests=[read_request(path) for path in request],
+        extra_names=_split_names(extra_names),
     )
     _print_federation(fed, json_output)
 
@@ -165,19 +180,26 @@ def server_provision(
 @provision_app.command("add-site")
 def provision_add_site(
     out: Path = FED_DIR_OPTION,
-    site: str = typer.Option(..., "--site", help="The new site's id (or a revoked one, to re-key it)."),
+    request: Path = typer.Option(
+        ...,
+        "--request",
+        help="The site's enrolment request (`fedscan site enrol`): a new, pending or re-keyed site.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Add a site: a new node key and kit for it; nothing else is re-issued.
+    """Enrol a site from its request: its keys go into the signed manifest and every kit is refreshed.
 
     A running SuperLink of this kit registers the key at once; otherwise the next `server run` does.
 
-    Example: fedscan server provision add-site --out ./federation --site d
+    Example: fedscan server provision add-site --out ./federation --request d-request.json
     """
+    from common.enrolment import read_request
     from server.provision import add_site
     from server.superlink import sync_running
 
-    fed = add_site(out, site)
+    enrolment = read_request(request)
+    site = enrolment.site_id
+    fed = add_site(out, enrolment)
     applied = sync_running(fed)
     _print_federation(fed, json_output)
     if not json_output:

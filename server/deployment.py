@@ -6,8 +6,10 @@ registrations in line with the kit, wait for enough sites, submit the run with `
 process it started, whatever happens, with every wait bounded.
 
 The run ships a *manifest-only* Flower App Bundle: ``pyproject.toml`` naming the ServerApp and
-ClientApp and the run-config defaults, no code. Each end runs the fedscan it has installed, the
-version its operator approved; the bundle only says which components and which configuration.
+ClientApp and the run-config defaults, no code, signed with the federation's publisher key
+(:mod:`common.app_bundle`). Each end runs the fedscan it has installed, the version its operator
+approved; a site runs the bundle only after verifying the signature and that it names exactly its
+installed fedscan.
 
 The ServerApp writes the run's records under the run config's ``out-dir`` (``metrics.jsonl``,
 checkpoints, ``final_model.npz``); this module adds ``run-config.toml`` (what was asked),
@@ -27,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from common import __version__
+from common.app_bundle import SignedBundle, write_signed_manifest_bundle
 from common.config import RunConfig
+from common.crypto.signing import load_signing_key
 from common.daemons import Daemon, free_port
 from common.errors import ConfigError, TrainingError
-from common.flower_app import write_app_manifest
 from common.flower_wakeups import HOLD_SECONDS
 from common.fsio import write_atomic
 from server.audit_trail import adopt_audit_key
@@ -44,6 +47,7 @@ __all__ = [
     "follow_run",
     "run_deployment",
     "run_training",
+    "signed_bundle",
     "submit_run",
 ]
 
@@ -95,15 +99,23 @@ def deployment_run_config(
     return values
 
 
-def submit_run(link: SuperLink, run_config: Mapping[str, Scalar], out_dir: Path) -> int:
-    """Start the run on ``link`` with ``flwr run``; returns Flower's run id."""
+def signed_bundle(fed: Federation, app_dir: Path) -> SignedBundle:
+    """fedscan's app bundle for ``fed``, signed with its publisher key (the bundle sites verify and run)."""
+    return write_signed_manifest_bundle(app_dir, load_signing_key(fed.publisher_key), fed.name)
+
+
+def submit_run(link: SuperLink, run_config: Mapping[str, Scalar], out_dir: Path) -> tuple[int, str]:
+    """Start the run on ``link`` with ``flwr run``; returns Flower's run id and the bundle's SHA-256.
+
+    The bundle is fedscan's manifest (no code), signed with the federation's publisher key; Flower builds
+    the same bytes from the signed directory, so its hash is the one sites verify and may pin.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     overrides = out_dir / "run-config.toml"
     write_atomic(overrides, "".join(f"{k} = {json.dumps(v)}\n" for k, v in run_config.items()).encode())
-    app_dir = link.state / "fedscan-app"
-    write_app_manifest(app_dir)
-    body = link.flwr("run", str(app_dir), _CONNECTION, "--run-config", str(overrides))
-    return int(body["run-id"])
+    bundle = signed_bundle(link.fed, link.state / "fedscan-app")
+    body = link.flwr("run", str(bundle.app_dir), _CONNECTION, "--run-config", str(overrides))
+    return int(body["run-id"]), bundle.fab_sha256
 
 
 def _rounds(out_dir: Path, previous: list[RoundRecord]) -> list[RoundRecord]:
@@ -204,7 +216,7 @@ def run_training(
     """
     fed = link.fed
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = Path(out_dir) if out_dir is not None else fed.server_dir / "runs" / stamp
+    out_dir = (Path(out_dir) if out_dir is not None else fed.server_dir / "runs" / stamp).resolve()
     run_config = deployment_run_config(fed, overrides, out_dir)
     adopt_audit_key(fed.audit_key, out_dir)  # the run's audit log is signed with the provisioned key
     needed = int(run_config["min-fit-sites"])
@@ -212,8 +224,8 @@ def run_training(
     on_progress(f"waiting for {needed} site(s) to connect (up to {wait_for_sites:.0f} s)")
     online = link.wait_for_sites(needed, timeout=wait_for_sites)
     on_progress(f"sites online: {', '.join(online)}")
-    run_id = submit_run(link, run_config, out_dir)
-    on_progress(f"run {run_id} started; records in {out_dir}")
+    run_id, bundle_sha256 = submit_run(link, run_config, out_dir)
+    on_progress(f"run {run_id} started (app bundle {bundle_sha256[:16]}...); records in {out_dir}")
     status, details, records = follow_run(link, run_id, out_dir, timeout=timeout, on_round=on_round)
     outcome = DeploymentOutcome(
         run_id=run_id,
@@ -228,6 +240,7 @@ def run_training(
         json.dumps(
             {
                 "run_id": run_id,
+                "bundle_sha256": bundle_sha256,
                 "status": status,
                 "details": details,
                 "federation": fed.name,

@@ -1,24 +1,30 @@
-"""Provisioning a federation: the CA, the SuperLink's certificate, a node key per site, and kits.
+"""Provisioning a federation from the sites' enrolment requests: the CA, certificates, keys of record, kits.
 
-``fedscan server provision`` writes one *federation directory*::
+Sites create their own private keys (``fedscan site init``) and send the coordinator a public enrolment
+request (``fedscan site enrol``: node and audit public keys, each with a proof of possession,
+:mod:`common.enrolment`). ``fedscan server provision`` writes one *federation directory*::
 
     FED/
       ca/ca.key, ca/ca.pem          the CA (0600 key): take it offline; needed only to renew the
                                     SuperLink certificate
       server/                       the server's kit: stays with the coordinator
-        kit.toml                    the federation record: name, SuperLink address, sites and status
+        kit.toml                    the federation record: name, SuperLink address, sites, their keys
+        federation.json             the signed federation manifest (:mod:`common.federation_manifest`)
         ca.pem, superlink.pem, superlink.key (0600)
-        nodes/<site>.pub            node public keys to register with the SuperLink
-        audit.key (0600), audit.pub the key every run signs the server's audit log with; give
-                                    audit.pub to auditors (``fedscan audit verify --pubkey``)
-        revoked/<site>.<n>.pub      revoked keys (unregistered at the next `fedscan server run`)
+        publisher.key (0600), publisher.pub   signs app bundles and the manifest; sites trust the .pub
+        audit.key (0600), audit.pub the key every run signs the server's audit log with
+        nodes/<site>.pub            enrolled node public keys, registered with the SuperLink
+        revoked/<site>.<n>.pub      revoked keys (unregistered by every SuperLink start and sync)
         README.md
-      sites/<site>/                 one kit per site: copy it to that site, nothing else
-        kit.toml, ca.pem, node.key (0600), node.pub, site.toml.template, README.md
+      sites/<site>/                 one kit per site: copy it to that site; it holds no private key
+        kit.toml, ca.pem, publisher.pub, federation.json, site.toml.template, README.md
 
-Directories holding private keys are 0700. Adding a site issues only that site's key and kit;
-revoking one moves its public key to ``revoked/`` (the SuperLink refuses it once unregistered) and
-deletes its kit's private key here. Nothing else is ever re-issued, so running sites keep working.
+No private key of a site ever exists here. A site listed with ``--sites`` but without a request is
+*pending*: it is in the record and its kit, but has no key and cannot connect until
+``fedscan server provision add-site --request`` enrols it. Revoking a site moves its public key to
+``revoked/``; a revoked node key can never be enrolled again (the site makes a new one). Every change
+re-signs the manifest (its ``serial`` grows) and refreshes every kit; nothing else is re-issued, so
+running sites keep working.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -39,23 +44,33 @@ from common.crypto.pki import (
     certificate_info,
     issue_server_certificate,
     new_certificate_authority,
-    new_node_key,
     node_key_fingerprint,
     read_private_file,
     write_new_private_file,
     write_public_file,
 )
+from common.crypto.signing import (
+    SigningKey,
+    generate_signing_key,
+    load_signing_key,
+    load_verify_key,
+    write_signing_key,
+)
+from common.enrolment import EnrolmentRequest
 from common.errors import ConfigError, InputError
+from common.federation_manifest import MANIFEST_FILE, FederationManifest, ManifestSite, signed_manifest_bytes
 from common.fsio import write_atomic
 from server.audit_trail import create_audit_key
 
 __all__ = [
     "KIT_FORMAT",
+    "PUBLISHER_KEY",
     "LOOPBACK_NAMES",
     "Federation",
     "SiteEntry",
     "add_site",
     "load_federation",
+    "manifest_of",
     "parse_address",
     "provision",
     "renew_server_certificate",
@@ -63,7 +78,9 @@ __all__ = [
     "site_fingerprint_on_disk",
 ]
 
-KIT_FORMAT = 1
+KIT_FORMAT = 2
+#: The publisher key's file name in the server kit (``.pub`` beside it, and in every site kit).
+PUBLISHER_KEY = "publisher.key"
 # The same rule as a site's id in site.toml (client.site_config), so a kit always fits its site.
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -77,11 +94,15 @@ class SiteEntry:
     """One site of the federation as the coordinator records it."""
 
     site_id: str
-    fingerprint: str
-    status: str  # active | revoked
+    fingerprint: str  # of the node key; empty while pending
+    status: str  # active | revoked | pending
     added: str
     revoked: str = ""
     generation: int = 1  # bumps each time the site gets a new key (revoke, then add again)
+    node_public_key: str = ""  # one OpenSSH line, from the site's enrolment request
+    audit_key: str = ""  # base64 Ed25519 public key, from the site's enrolment request
+    audit_genesis: str = ""  # SHA-256 of the first line of the site's audit log, from its request
+    revoked_fingerprints: tuple[str, ...] = ()  # earlier keys of this site, never to be enrolled again
 
 
 @dataclass(frozen=True)
@@ -94,10 +115,24 @@ class Federation:
     names: tuple[str, ...]
     created: str
     sites: tuple[SiteEntry, ...]
+    serial: int = 0  # the manifest's serial: grows with every change
 
     @property
     def server_dir(self) -> Path:
         return self.root / "server"
+
+    @property
+    def publisher_key(self) -> Path:
+        """The publisher's signing key (Ed25519, 0600): signs app bundles and the federation manifest."""
+        return self.server_dir / PUBLISHER_KEY
+
+    @property
+    def publisher_pubkey(self) -> Path:
+        return self.server_dir / "publisher.pub"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.server_dir / MANIFEST_FILE
 
     @property
     def ca_certificate(self) -> Path:
@@ -191,6 +226,7 @@ def provision(
     site_ids: Sequence[str],
     superlink_address: str,
     *,
+    requests: Sequence[EnrolmentRequest] = (),
     extra_names: Sequence[str] = (),
 ) -> Federation:
     """Create a federation directory at ``out`` (which must not exist or be empty).
@@ -200,11 +236,13 @@ def provision(
     federation
         The federation's name (in certificates, kits and records).
     site_ids
-        The sites; each gets an EC P-384 node key and a kit.
+        The sites; may be empty when ``requests`` name them. A listed site without a request is pending.
     superlink_address
         ``HOST:PORT`` the sites will connect to. ``HOST`` goes into the SuperLink certificate's SANs,
         with ``extra_names`` (other names or addresses of the same server, e.g. behind a proxy) and
         the loopback names.
+    requests
+        Verified enrolment requests (:func:`common.enrolment.read_request`), one per enrolled site.
     """
     out = Path(out)
     if not _NAME.match(federation):
@@ -214,9 +252,15 @@ def provision(
     host, _port = parse_address(superlink_address)
     for name in extra_names:
         parse_address(f"{name}:1")
+    requested = [r.site_id for r in requests]
+    _check_site_ids(requested)
     _check_site_ids(list(site_ids))
-    if not site_ids:
-        raise ConfigError("A federation needs at least one site (--sites a,b,c).")
+    if site_ids and not set(requested) <= set(site_ids):
+        extra = sorted(set(requested) - set(site_ids))
+        raise ConfigError(f"Enrolment requests for site(s) not in --sites: {', '.join(extra)}.")
+    all_ids = list(dict.fromkeys([*site_ids, *requested]))
+    if not all_ids:
+        raise ConfigError("A federation needs at least one site (--sites a,b,c or --request FILE).")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; choose a new directory for the federation.")
     out.mkdir(parents=True, exist_ok=True)
@@ -230,10 +274,20 @@ def provision(
     write_public_file(fed.ca_certificate, ca.certificate)
     _write_server_certificate(fed, ca)
     create_audit_key(fed.audit_key, fed.audit_pubkey)
-    for site_id in site_ids:
-        fed = _issue_site(fed, site_id)
-    _write_server_readme(fed)
-    return fed
+    publisher = generate_signing_key()
+    write_signing_key(fed.publisher_key, publisher)
+    write_public_file(
+        fed.publisher_pubkey,
+        (publisher.verify_key.to_openssh(f"fedscan:{federation}:publisher") + "\n").encode(),
+    )
+    by_id = {r.site_id: r for r in requests}
+    sites = tuple(
+        _enrolled(by_id[site_id]) if site_id in by_id else SiteEntry(site_id, "", "pending", _now())
+        for site_id in all_ids
+    )
+    for request in requests:
+        _write_node_key(fed, request)
+    return _publish(replace(fed, sites=sites))
 
 
 def _write_server_certificate(fed: Federation, ca: PemPair) -> None:
@@ -244,68 +298,125 @@ def _write_server_certificate(fed: Federation, ca: PemPair) -> None:
     write_public_file(fed.server_certificate, pair.certificate)
 
 
-def _issue_site(fed: Federation, site_id: str, generation: int = 1) -> Federation:
-    """A node key and a kit for ``site_id``; returns the federation with the site recorded."""
-    pair = new_node_key(comment=f"fedscan:{fed.name}:{site_id}")
-    kit = fed.site_kit(site_id)
-    if kit.exists():
-        shutil.rmtree(kit)
-    _private_dir(kit)
-    write_new_private_file(kit / "node.key", pair.private_openssh)
-    write_public_file(kit / "node.pub", pair.public_openssh)
-    write_public_file(kit / "ca.pem", fed.ca_certificate.read_bytes())
+def _enrolled(request: EnrolmentRequest, generation: int = 1, earlier: tuple[str, ...] = ()) -> SiteEntry:
+    return SiteEntry(
+        request.site_id,
+        request.node_fingerprint,
+        "active",
+        _now(),
+        generation=generation,
+        node_public_key=request.node_public_key,
+        audit_key=request.audit_key.to_base64(),
+        audit_genesis=request.audit_log_genesis,
+        revoked_fingerprints=earlier,
+    )
+
+
+def _write_node_key(fed: Federation, request: EnrolmentRequest) -> None:
     (fed.server_dir / "nodes").mkdir(exist_ok=True)
-    write_public_file(fed.node_public_key(site_id), pair.public_openssh)
-    entry = SiteEntry(site_id, pair.fingerprint, "active", _now(), generation=generation)
-    fed = replace(fed, sites=(*(s for s in fed.sites if s.site_id != site_id), entry))
-    _write_site_files(fed, entry)
+    comment = f"fedscan:{fed.name}:{request.site_id}"
+    write_public_file(fed.node_public_key(request.site_id), f"{request.node_public_key} {comment}\n".encode())
+
+
+def _publisher(fed: Federation) -> SigningKey:
+    return load_signing_key(fed.publisher_key)
+
+
+def manifest_of(fed: Federation) -> FederationManifest:
+    """The federation manifest the record describes (unsigned; :func:`_publish` signs and writes it)."""
+    return FederationManifest(
+        federation=fed.name,
+        superlink=fed.superlink,
+        ca_sha256=certificate_info(fed.ca_certificate.read_bytes()).sha256,
+        publisher_key=load_verify_key(fed.publisher_pubkey),
+        server_audit_key=load_verify_key(fed.audit_pubkey),
+        serial=fed.serial,
+        issued=_now(),
+        sites=tuple(
+            ManifestSite(
+                site_id=s.site_id,
+                status=s.status,
+                node_public_key=s.node_public_key,
+                node_fingerprint=s.fingerprint,
+                audit_key=s.audit_key,
+                audit_genesis=s.audit_genesis,
+                generation=s.generation,
+                added=s.added,
+                revoked=s.revoked,
+            )
+            for s in sorted(fed.sites, key=lambda s: s.site_id)
+        ),
+    )
+
+
+def _publish(fed: Federation) -> Federation:
+    """Record a change: bump the serial, write the record, sign the manifest, refresh every kit."""
+    fed = replace(fed, serial=fed.serial + 1)
     _write_record(fed)
-    return fed
-
-
-def add_site(root: Path, site_id: str) -> Federation:
-    """Add ``site_id`` (new, or revoked before: it then gets a new key) without touching the others."""
-    fed = load_federation(root)
-    _check_site_ids([site_id])
-    current = fed.site(site_id)
-    if current is not None and current.status == "active":
-        raise ConfigError(
-            f"Site {site_id} is already in federation {fed.name}; revoke it first to give it a new key."
-        )
-    fed = _issue_site(fed, site_id, generation=1 if current is None else current.generation + 1)
+    manifest = signed_manifest_bytes(manifest_of(fed), _publisher(fed))
+    write_public_file(fed.manifest_file, manifest)
+    for site in fed.sites:
+        _write_site_files(fed, site, manifest)
     _write_server_readme(fed)
     return fed
 
 
+def add_site(root: Path, request: EnrolmentRequest) -> Federation:
+    """Enrol the site of ``request``: a new site, a pending one, or a revoked one with a new node key.
+
+    Raises
+    ------
+    ConfigError
+        The site is already active, or the request reuses a node key that was revoked.
+    """
+    fed = load_federation(root)
+    _check_site_ids([request.site_id])
+    current = fed.site(request.site_id)
+    if current is not None and current.status == "active":
+        raise ConfigError(
+            f"Site {request.site_id} is already in federation {fed.name}; "
+            "revoke it first to give it a new key."
+        )
+    earlier = (
+        () if current is None else tuple(f for f in (*current.revoked_fingerprints, current.fingerprint) if f)
+    )
+    if request.node_fingerprint in earlier:
+        raise ConfigError(
+            f"Site {request.site_id}'s request reuses a revoked node key ({request.node_fingerprint}): the "
+            "site must make a new one (`fedscan site enrol --new-node-key`)."
+        )
+    generation = 1 if current is None or current.status == "pending" else current.generation + 1
+    _write_node_key(fed, request)
+    entry = _enrolled(request, generation, earlier)
+    return _publish(replace(fed, sites=(*(s for s in fed.sites if s.site_id != request.site_id), entry)))
+
+
 def revoke_site(root: Path, site_id: str) -> Federation:
-    """Revoke ``site_id``: its public key moves to ``revoked/`` and its kit's private key is deleted.
+    """Revoke ``site_id``: its public key moves to ``revoked/`` and the manifest marks it revoked.
 
     The SuperLink refuses the key once it is unregistered: ``fedscan server provision revoke-site``
-    unregisters it at once if this kit's SuperLink is running, else the next ``fedscan server run``
-    does, before it accepts any site (:func:`server.deployment.sync_registrations`).
+    unregisters it at once if this kit's SuperLink is running, else the next start of one does,
+    before it accepts any site (:meth:`server.superlink.SuperLink.sync_registrations`).
     """
     fed = load_federation(root)
     entry = fed.site(site_id)
     if entry is None:
         raise ConfigError(f"Site {site_id} is not in federation {fed.name}.")
-    if entry.status == "revoked":
-        raise ConfigError(f"Site {site_id} is already revoked.")
+    if entry.status != "active":
+        raise ConfigError(f"Site {site_id} is {entry.status}, not active: nothing to revoke.")
     revoked_dir = fed.server_dir / "revoked"
     revoked_dir.mkdir(exist_ok=True)
     public = fed.node_public_key(site_id)
-    public.replace(revoked_dir / f"{site_id}.{entry.generation}.pub")
-    kit_key = fed.site_kit(site_id) / "node.key"
-    if kit_key.exists():
-        kit_key.unlink()
-    fed = replace(
-        fed,
-        sites=tuple(
-            replace(s, status="revoked", revoked=_now()) if s.site_id == site_id else s for s in fed.sites
-        ),
+    if public.exists():
+        public.replace(revoked_dir / f"{site_id}.{entry.generation}.pub")
+    return _publish(
+        replace(
+            fed,
+            sites=tuple(
+                replace(s, status="revoked", revoked=_now()) if s.site_id == site_id else s for s in fed.sites
+            ),
+        )
     )
-    _write_record(fed)
-    _write_server_readme(fed)
-    return fed
 
 
 def renew_server_certificate(root: Path, *, extra_names: Sequence[str] = ()) -> Federation:
@@ -319,8 +430,7 @@ def renew_server_certificate(root: Path, *, extra_names: Sequence[str] = ()) -> 
     ca = PemPair(fed.ca_certificate.read_bytes(), read_private_file(fed.ca_key))
     fed = replace(fed, names=tuple(dict.fromkeys([*fed.names, *extra_names])))
     _write_server_certificate(fed, ca)
-    _write_record(fed)
-    return fed
+    return _publish(fed)
 
 
 # ---- records and kits ----------------------------------------------------------------------------
@@ -339,6 +449,7 @@ def _write_record(fed: Federation) -> None:
         f"superlink = {_toml_string(fed.superlink)}",
         f"names = [{', '.join(_toml_string(n) for n in fed.names)}]",
         f"created = {_toml_string(fed.created)}",
+        f"serial = {fed.serial}",
         "",
     ]
     for s in sorted(fed.sites, key=lambda s: s.site_id):
@@ -346,9 +457,13 @@ def _write_record(fed: Federation) -> None:
             f"[sites.{_toml_string(s.site_id)}]",
             f"status = {_toml_string(s.status)}",
             f"fingerprint = {_toml_string(s.fingerprint)}",
+            f"node_public_key = {_toml_string(s.node_public_key)}",
+            f"audit_key = {_toml_string(s.audit_key)}",
+            f"audit_genesis = {_toml_string(s.audit_genesis)}",
             f"added = {_toml_string(s.added)}",
             f"revoked = {_toml_string(s.revoked)}",
             f"generation = {s.generation}",
+            f"revoked_fingerprints = [{', '.join(_toml_string(f) for f in s.revoked_fingerprints)}]",
             "",
         ]
     write_atomic(fed.server_dir / "kit.toml", "\n".join(lines).encode(), mode=0o644)
@@ -360,7 +475,7 @@ def load_federation(root: Path) -> Federation:
     Raises
     ------
     InputError
-        If there is no federation record there, or it is malformed.
+        If there is no federation record there, or it is malformed or of another format.
     """
     root = Path(root).resolve()
     if not (root / "server" / "kit.toml").exists() and (root / "kit.toml").exists() and root.name == "server":
@@ -377,7 +492,10 @@ def load_federation(root: Path) -> Federation:
     try:
         head = raw["federation"]
         if head.get("format") != KIT_FORMAT:
-            raise InputError(f"{record} has format {head.get('format')!r}; this fedscan reads {KIT_FORMAT}.")
+            raise InputError(
+                f"{record} has format {head.get('format')!r}; this fedscan reads {KIT_FORMAT} (a federation "
+                "provisioned from the sites' enrolment requests: provision it again)."
+            )
         sites = tuple(
             SiteEntry(
                 site_id=site_id,
@@ -386,6 +504,10 @@ def load_federation(root: Path) -> Federation:
                 added=str(body["added"]),
                 revoked=str(body.get("revoked", "")),
                 generation=int(body.get("generation", 1)),
+                node_public_key=str(body.get("node_public_key", "")),
+                audit_key=str(body.get("audit_key", "")),
+                audit_genesis=str(body.get("audit_genesis", "")),
+                revoked_fingerprints=tuple(str(f) for f in body.get("revoked_fingerprints", ())),
             )
             for site_id, body in raw.get("sites", {}).items()
         )
@@ -396,14 +518,17 @@ def load_federation(root: Path) -> Federation:
             names=tuple(str(n) for n in head["names"]),
             created=str(head["created"]),
             sites=sites,
+            serial=int(head.get("serial", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{record} is malformed ({error!r}).") from None
 
 
-def _write_site_files(fed: Federation, site: SiteEntry) -> None:
+def _write_site_files(fed: Federation, site: SiteEntry, manifest: bytes) -> None:
     kit = fed.site_kit(site.site_id)
+    kit.mkdir(parents=True, exist_ok=True)
     ca = certificate_info(fed.ca_certificate.read_bytes())
+    publisher = load_verify_key(fed.publisher_pubkey)
     kit_toml = "\n".join(
         [
             "# fedscan site kit: what `fedscan site run --kit` reads. Written by `fedscan server provision`.",
@@ -412,14 +537,17 @@ def _write_site_files(fed: Federation, site: SiteEntry) -> None:
             f"name = {_toml_string(fed.name)}",
             f"superlink = {_toml_string(fed.superlink)}",
             f"ca_sha256 = {_toml_string(ca.sha256)}",
+            f"publisher_key_id = {_toml_string(publisher.key_id)}",
             "",
             "[site]",
             f"id = {_toml_string(site.site_id)}",
-            f"fingerprint = {_toml_string(site.fingerprint)}",
             "",
         ]
     )
     write_public_file(kit / "kit.toml", kit_toml.encode())
+    write_public_file(kit / "ca.pem", fed.ca_certificate.read_bytes())
+    write_public_file(kit / "publisher.pub", fed.publisher_pubkey.read_bytes())
+    write_public_file(kit / MANIFEST_FILE, manifest)
     template = "\n".join(
         [
             "# site.toml for this site: `fedscan site init --site-dir DIR --site-id "
@@ -436,50 +564,67 @@ def _write_site_files(fed: Federation, site: SiteEntry) -> None:
         ]
     )
     write_public_file(kit / "site.toml.template", template.encode())
+    state = {
+        "active": f"enrolled with node key `{site.fingerprint}`",
+        "pending": "**not enrolled yet**: send the coordinator the output of "
+        "`fedscan site enrol --site-dir DIR --out REQUEST`",
+        "revoked": "**revoked**: this site can no longer connect",
+    }[site.status]
     readme = f"""# fedscan site kit: {site.site_id} in federation {fed.name}
 
 Copy this folder to the machine of site `{site.site_id}` (for example to `/srv/fedscan/kit`) over a
-channel you trust, keep `node.key` readable by the fedscan user only (mode 0600), and send nothing back.
+channel you trust. It holds no private key: the site's keys were made at the site (`fedscan site init`)
+and never leave it. This site is {state}.
 
 | file | what |
 |---|---|
 | `ca.pem` | the federation's CA certificate: the site uses it to verify the SuperLink (TLS) |
-| `node.key` | this site's private node key (EC P-384, OpenSSH format): proves to the SuperLink who connects |
-| `node.pub` | its public half; the coordinator has registered it (fingerprint `{site.fingerprint}`) |
+| `publisher.pub` | the publisher key (id `{publisher.key_id}`): signs app bundles and `federation.json` |
+| `federation.json` | the signed federation manifest: every site, its node and audit public keys, its status |
 | `kit.toml` | federation name, SuperLink address `{fed.superlink}` |
 | `site.toml.template` | the [site] id and [federation] table for this site's site.toml |
 
 Steps at the site:
 
-1. `fedscan site init --site-dir /srv/fedscan/site --site-id {site.site_id}` (once; back up its keys offline).
+1. `fedscan site init --site-dir /srv/fedscan/site --site-id {site.site_id}` (once; back up its keys offline),
+   then `fedscan site enrol --site-dir /srv/fedscan/site --out request.json` and send `request.json`
+   (public) to the coordinator.
 2. `fedscan site ingest --site-dir /srv/fedscan/site --input /exports/... --labels labels.csv`.
 3. Allow **outbound** TCP from this machine to `{fed.superlink}` (nothing inbound is needed).
-4. `fedscan site run --site-dir /srv/fedscan/site --kit /srv/fedscan/kit` and leave it running
-   (a service manager restarts it on failure; it reconnects by itself).
+4. `fedscan site run --site-dir /srv/fedscan/site --kit /srv/fedscan/kit` and leave it running.
+   On its first run the site trusts this kit's publisher key (check its id, `{publisher.key_id}`, with the
+   coordinator) and writes it into site.toml (`[policy] trusted_publishers`); from then on the site runs
+   only app bundles that key signed, and refuses any other.
 
 Only model parameters and aggregate metrics leave the site; scans stay in the encrypted store.
-See docs/deployment.md for proxies, key rotation and troubleshooting.
+See docs/deployment.md for the threat model, proxies, key rotation and troubleshooting.
 """
     write_public_file(kit / "README.md", readme.encode())
 
 
 def _write_server_readme(fed: Federation) -> None:
-    active = ", ".join(s.site_id for s in fed.active_sites()) or "none"
-    revoked = ", ".join(s.site_id for s in fed.sites if s.status == "revoked") or "none"
+    def listed(status: str) -> str:
+        return ", ".join(s.site_id for s in fed.sites if s.status == status) or "none"
+
     readme = f"""# fedscan server kit: federation {fed.name}
 
 SuperLink address: `{fed.superlink}` (certificate names: {", ".join(fed.names)}).
-Active sites: {active}. Revoked: {revoked}.
+Active sites: {listed("active")}. Pending (no enrolment request yet): {listed("pending")}.
+Revoked: {listed("revoked")}. Manifest serial: {fed.serial}.
 
 | file | what |
 |---|---|
 | `kit.toml` | the federation record (edit it with `fedscan server provision ...` commands only) |
+| `federation.json` | the signed federation manifest (also in every site kit) |
 | `ca.pem`, `superlink.pem`, `superlink.key` | TLS: the CA and the SuperLink's certificate and key (0600) |
-| `nodes/*.pub` | the node keys `fedscan server run` registers with the SuperLink |
-| `revoked/*.pub` | revoked node keys, unregistered by the next `fedscan server run` |
+| `publisher.key`, `publisher.pub` | signs app bundles and the manifest (0600); sites trust the .pub |
+| `audit.key`, `audit.pub` | signs the server's audit log (0600); auditors check against the .pub |
+| `nodes/*.pub` | the enrolled node keys `fedscan server run` registers with the SuperLink |
+| `revoked/*.pub` | revoked node keys, never registered again |
 
 Run a training: `fedscan server run --kit {fed.server_dir} --set num-server-rounds=5`.
-Open **inbound** TCP port {fed.port} to the sites only; the sites connect out to it.
+Open **inbound** TCP port {fed.port} to the sites only; the sites connect out to it. Only the Fleet API
+answers there; the Control and Runtime APIs answer only on this machine's loopback.
 Move `{fed.ca_key}` offline: it is needed only to renew the SuperLink certificate.
 Send each site its folder under `{fed.root / "sites"}` and nothing else.
 """

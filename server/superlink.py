@@ -13,6 +13,10 @@ for (by default Flower keeps its state in memory; see :class:`SuperLink`).
 
 Isolation (how the ServerApp process is started; ``docs/deployment.md`` has the measurements):
 
+Every SuperLink runs through fedscan's launcher (:mod:`common.flower_runtime.launcher`), which puts the
+control-plane gate in front of Flower's app: peers off the coordinator's loopback reach only the Fleet API
+(:mod:`common.flower_runtime.control_gate`).
+
 * ``warm`` (default): ``--isolation process`` and fedscan's pre-warmed executor
   (:mod:`common.warm_exec`) with the ServerApp's idle polls capped (:mod:`common.flower_polling`),
   and the SuperLink holding empty poll answers until there is news (:mod:`common.flower_wakeups`)
@@ -44,6 +48,7 @@ from common.daemons import Daemon, flower_environment, wait_for_port
 from common.errors import ConfigError, FedscanError, TrainingError
 from common.flower_wakeups import HOLD_SECONDS
 from common.fsio import write_atomic, write_private_atomic
+from server.coordinator_audit import record_registrations
 from server.provision import Federation
 
 __all__ = ["ISOLATIONS", "RegistrationReport", "SuperLink", "running_superlink", "sync_running"]
@@ -56,11 +61,20 @@ _IN_MEMORY = ":flwr-in-memory:"  # Flower's name for its in-memory state
 
 @dataclass(frozen=True)
 class RegistrationReport:
-    """What :meth:`SuperLink.sync_registrations` changed; node ids by site."""
+    """What :meth:`SuperLink.sync_registrations` changed; node ids by site.
+
+    ``removed`` lists registrations no active site of the kit accounts for (made outside fedscan, e.g.
+    through Flower's Control API, or left in a database from earlier): node ids, unregistered.
+    """
 
     registered: dict[str, int] = field(default_factory=dict)
     unregistered: dict[str, int] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
+    removed: list[int] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.registered or self.unregistered or self.removed)
 
 
 def _state_dir(fed: Federation) -> Path:
@@ -147,19 +161,15 @@ class SuperLink:
         self._write_cli_config()
         if (self.database is None or not self.database.exists()) and self.registry_file.exists():
             self.registry_file.unlink()  # registrations live in the database: a new one knows none
-        # Outside Flower's default isolation, Flower's own command runs in fedscan's launcher (same
-        # process, same arguments): it answers polls when there is news (common.flower_wakeups) and
-        # lets Fleet and Runtime requests past the Control-API middleware (common.superlink_middleware).
-        command = [str(Path(sys.executable).parent / "flower-superlink")]
-        if self.isolation != "subprocess":
-            command = [
-                sys.executable,
-                "-m",
-                "common.flower_polling",
-                "--hold",
-                str(self.hold or 0),
-                "flower-superlink",
-            ]
+        # Flower's own command runs in fedscan's launcher (same process, same arguments): always with the
+        # control-plane gate (only Fleet routes for peers off loopback, common.flower_runtime.control_gate);
+        # outside Flower's default isolation also with fedscan's pace (held poll answers, lean middleware).
+        command = [sys.executable, "-m", "common.flower_runtime.launcher"]
+        if self.isolation == "subprocess":
+            command += ["--stock"]
+        else:
+            command += ["--hold", str(self.hold or 0)]
+        command += ["flower-superlink"]
         argv = [
             *command,
             "--ssl-ca-certfile", str(self.fed.ca_certificate),
@@ -299,10 +309,18 @@ class SuperLink:
     def _save_registry(self, registry: dict[str, dict[str, Any]]) -> None:
         write_atomic(self.registry_file, json.dumps(registry, indent=2, sort_keys=True).encode(), mode=0o600)
 
-    def sync_registrations(self) -> RegistrationReport:
-        """Register every active site's key that is not registered yet; unregister revoked keys.
+    def registered_nodes(self) -> list[int]:
+        """Node ids the SuperLink holds a registration for (any status but unregistered)."""
+        nodes = self.flwr("supernode", "list", _CONNECTION).get("nodes", [])
+        return sorted(int(n["node-id"]) for n in nodes if n.get("status") != "unregistered")
 
-        The registry is saved after every change, so an interruption never loses a node id.
+    def sync_registrations(self) -> RegistrationReport:
+        """Make the SuperLink's registrations exactly the kit's active sites' node keys.
+
+        Revoked sites' keys are unregistered, every registration no active site accounts for is
+        removed, and active sites' keys not registered yet are registered. The registry is saved after
+        every change, so an interruption never loses a node id; what changed is recorded in the
+        coordinator's audit log (:mod:`server.coordinator_audit`).
         """
         registry = self._registry()  # fingerprint -> {"site": id, "node_id": int}
         report = RegistrationReport()
@@ -313,6 +331,11 @@ class SuperLink:
                 report.unregistered[str(entry["site"])] = int(entry["node_id"])
                 del registry[fingerprint]
                 self._save_registry(registry)
+        known = {int(entry["node_id"]) for entry in registry.values()}
+        for node_id in self.registered_nodes():
+            if node_id not in known:
+                self.flwr("supernode", "unregister", str(node_id), _CONNECTION)
+                report.removed.append(node_id)
         for fingerprint, site_id in sorted(active.items(), key=lambda item: item[1]):
             if fingerprint in registry:
                 report.kept[site_id] = int(registry[fingerprint]["node_id"])
@@ -328,6 +351,7 @@ class SuperLink:
             registry[fingerprint] = {"site": site_id, "node_id": int(body["node-id"])}
             self._save_registry(registry)
             report.registered[site_id] = int(body["node-id"])
+        record_registrations(self.fed, report)
         return report
 
     def site_of_node(self) -> dict[int, str]:

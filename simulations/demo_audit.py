@@ -3,8 +3,9 @@
 After the demo's run every site has its audit log (``sites/<id>/audit/audit.jsonl``) and the server its
 own (``run/audit/audit.jsonl``), each with its public key beside it, and the final model its signed
 model card (``run/model_card.json``). :func:`audit_demo_run` verifies every log against the public key
-written beside it, reconciles the sites' logs with the server's, checks the model card against the
-server's log, and renders the auditor's HTML report (``audit-report.html``): what ``fedscan audit
+written beside it, bound to the actor that wrote it (a site's key vouches for that site's log only),
+reconciles the sites' logs with the server's, checks the model card against the server's log, and
+renders the auditor's HTML report (``audit-report.html``): what ``fedscan audit
 verify|reconcile|report`` would print, done once here so the demo can say where everything is.
 """
 
@@ -14,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.site_config import SiteConfig
 from common.audit import read_verified_log
+from common.audit.federation import SERVER_ACTOR, site_actor
 from common.audit.report import report_of_logs, write_report
 from common.crypto import load_verify_key
 from common.model_card import check_card_against_log, load_model_card
@@ -47,16 +50,20 @@ def audit_demo_run(workdir: Path, site_roots: Sequence[Path], run_dir: Path) -> 
     """Verify, reconcile and report the demo's logs; check its model card (see the module docstring)."""
     site_logs = tuple(root / "audit" / "audit.jsonl" for root in site_roots)
     server_log = run_dir / AUDIT_LOG
-    keys = [load_verify_key(log.parent / "audit.pub") for log in site_logs]
-    keys.append(load_verify_key(run_dir / AUDIT_PUBKEY))
-    verified = [read_verified_log(path, pubkeys=keys) for path in (*site_logs, server_log)]
+    actor_keys = {
+        site_actor(SiteConfig.load(root / "site.toml").site_id): load_verify_key(root / "audit" / "audit.pub")
+        for root in site_roots
+    }
+    actor_keys[SERVER_ACTOR] = load_verify_key(run_dir / AUDIT_PUBKEY)
+    logs = (*site_logs, server_log)
+    verified = [read_verified_log(path, actor_keys=actor_keys, require_pinned=True) for path in logs]
     rows = [dict(vars(record)) for record in read_round_records(run_dir)]
     html, reconciliation = report_of_logs(
         verified, metrics_rows=rows, run_dir=str(run_dir), title="fedscan demo: audit report"
     )
     report = workdir / REPORT_NAME
     write_report(report, html)
-    card = load_model_card(run_dir / MODEL_CARD, pubkeys=keys[-1:])
+    card = load_model_card(run_dir / MODEL_CARD, pubkeys=[actor_keys[SERVER_ACTOR]])
     return DemoAudit(
         site_logs=site_logs,
         server_log=server_log,

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -113,3 +113,52 @@ def fresh_python() -> Callable[[str], str]:
         return done.stdout
 
     return run
+
+
+class NetNamespace:
+    """A network namespace joined to this one by a veth pair: a host that is really *not* loopback.
+
+    ``host_ip`` is this namespace's end of the pair, ``peer_ip`` the other namespace's; a process started
+    with :meth:`command` runs inside the other namespace and reaches this one only at ``host_ip``.
+    """
+
+    def __init__(self, name: str, host_ip: str, peer_ip: str) -> None:
+        self.name, self.host_ip, self.peer_ip = name, host_ip, peer_ip
+
+    def command(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def netns() -> Iterator[NetNamespace]:
+    """A network namespace of this test session's own, joined by a veth pair (needs root and iproute2).
+
+    Without them the test skips, except under CI, where a missing piece fails the run: the control-plane
+    tests exist to prove what an outside host cannot do, and loopback cannot stand in for one.
+    """
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        why = "network-namespace tests need root and iproute2 (ip)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    tag = f"{os.getpid() % 100000}"
+    name, host_if, peer_if = f"fsns{tag}", f"fsh{tag}", f"fsp{tag}"
+    octet = 1 + os.getpid() % 250
+    host_ip, peer_ip = f"10.213.{octet}.1", f"10.213.{octet}.2"
+    _ip("netns", "add", name)
+    try:
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if)
+        _ip("link", "set", peer_if, "netns", name)
+        _ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("netns", "exec", name, "ip", "addr", "add", f"{peer_ip}/30", "dev", peer_if)
+        _ip("netns", "exec", name, "ip", "link", "set", peer_if, "up")
+        _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield NetNamespace(name, host_ip, peer_ip)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=30)

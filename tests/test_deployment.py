@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,18 +21,21 @@ import pytest
 
 from client.ingest import ingest_folder
 from client.site import SiteDir
+from client.site_enrolment import enrol_site
 from client.site_init import init_site
-from client.supernode import SiteKit, SiteNode, run_site
+from client.supernode import SiteKit, SiteNode, check_site
 from common.config import RunConfig
-from common.crypto.pki import new_node_key, write_new_private_file, write_public_file
+from common.crypto.pki import new_node_key, write_new_private_file
 from common.daemons import Daemon, ProcessRef, free_port
+from common.enrolment import read_request
 from common.errors import TrainingError
 from common.models import model_from_config
 from server.deployment import run_training
-from server.provision import Federation, add_site, provision, revoke_site
+from server.provision import Federation, add_site, revoke_site
 from server.run_records import read_round_records
 from server.superlink import SuperLink, sync_running
 from simulations.cohort import CohortSpec, generate_cohort
+from simulations.local_federation import forget_publishers, provision_local_federation
 
 pytestmark = pytest.mark.slow
 
@@ -84,9 +86,19 @@ def test_cli_provision_server_run_and_three_sites_train_two_secagg_rounds(
 ) -> None:
     fed_dir, out_dir = tmp_path / "fed", tmp_path / "run"
     port = free_port()
+    requests = []
+    for site in sites:  # each site enrols itself: its private keys never leave it
+        forget_publishers(site)  # a site joining a new federation (other tests used other ones)
+        request = tmp_path / f"{site.root.name}.json"
+        enrolled = subprocess.run(
+            _cli("site", "enrol", "--site-dir", str(site.root), "--out", str(request)),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert enrolled.returncode == 0, enrolled.stderr
+        requests += ["--request", str(request)]
     provisioned = subprocess.run(
         _cli("server", "provision", "--federation", "it", "--sites", ",".join(SITES),
-             "--superlink-address", f"127.0.0.1:{port}", "--out", str(fed_dir)),
+             "--superlink-address", f"127.0.0.1:{port}", "--out", str(fed_dir), *requests),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert provisioned.returncode == 0, provisioned.stderr
@@ -146,9 +158,15 @@ def test_cli_provision_server_run_and_three_sites_train_two_secagg_rounds(
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SuperLink, Federation]]:
+def live(
+    tmp_path_factory: pytest.TempPathFactory, sites: list[SiteDir]
+) -> Iterator[tuple[SuperLink, Federation]]:
     root = tmp_path_factory.mktemp("live")
-    fed = provision(root / "fed", "neg", list(SITES), f"127.0.0.1:{free_port()}")
+    for site in sites:
+        forget_publishers(site)
+    fed = provision_local_federation(sites, root / "fed", f"127.0.0.1:{free_port()}", federation="neg")
+    for site in sites:  # each site checks its kit once (and trusts the federation's publisher)
+        check_site(site, SiteKit.load(fed.site_kit(site.root.name)))
     link = SuperLink(fed, listen_host="127.0.0.1")
     seen: list[ProcessRef] = []
     try:
@@ -178,26 +196,16 @@ def _start_and_wait_for_exit(node: SiteNode, argv: list[str], timeout: float) ->
 
 def test_an_unregistered_node_key_is_refused(live, sites: list[SiteDir], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     link, fed = live
-    # A kit that looks right in every way (same CA, same address, a valid P-384 key), but whose key the
-    # coordinator never registered.
-    kit_dir = tmp_path / "rogue-kit"
-    shutil.copytree(fed.site_kit("site-1"), kit_dir, ignore=shutil.ignore_patterns("node.key", "node.pub"))
-    pair = new_node_key()
-    write_new_private_file(kit_dir / "node.key", pair.private_openssh)
-    write_public_file(kit_dir / "node.pub", pair.public_openssh)
-    registered = fed.site("site-1").fingerprint  # type: ignore[union-attr]
-    kit_toml = (kit_dir / "kit.toml").read_text()
-    (kit_dir / "kit.toml").write_text(kit_toml.replace(registered, pair.fingerprint))
-    stop = threading.Event()
-    timer = threading.Timer(120, stop.set)
-    timer.start()
-    try:
-        with pytest.raises(TrainingError, match="exited") as refused:
-            run_site(sites[0], SiteKit.load(kit_dir), isolation="subprocess", should_stop=stop.is_set)
-    finally:
-        timer.cancel()
-    assert not stop.is_set(), "the SuperNode was still running after 120 s"
-    assert "Failed to activate SuperNode" in str(refused.value) or "305" in str(refused.value)
+    # Everything a site has (the CA, the address, a valid P-384 key), but a key the federation never
+    # enrolled: Flower's own SuperNode, started with it directly (no fedscan check in the way).
+    rogue = tmp_path / "rogue.key"
+    write_new_private_file(rogue, new_node_key().private_openssh)
+    node = SiteNode(sites[0], SiteKit.load(fed.site_kit("site-1")), isolation="subprocess", max_wait=None)
+    argv = node.supernode_argv()
+    argv[argv.index("--auth-supernode-private-key") + 1] = str(rogue)
+    seen = _start_and_wait_for_exit(node, argv, timeout=120)
+    _assert_all_gone(seen)
+    assert node.daemons[0].exit_code != 0 and "Failed to activate SuperNode" in node.exit_reason()
     assert link.online_sites() == []
     assert '"POST /v1/fleet/activate-node HTTP/1.1" 412' in (link.logs / "superlink.log").read_text()
 
@@ -215,9 +223,10 @@ def test_a_revoked_site_is_unregistered_at_once_and_refused(  # type: ignore[no-
     seen = _start_and_wait_for_exit(node, node.supernode_argv(), timeout=120)
     _assert_all_gone(seen)
     assert node.daemons[0].exit_code != 0 and "Failed to activate SuperNode" in node.exit_reason()
-    # Re-adding the site gives it a new key, registered at once; nothing else changes.
+    # Re-adding the site takes a new key of its own, registered at once; nothing else changes.
     others = {s: fed.site(s).fingerprint for s in ("site-1", "site-3")}  # type: ignore[union-attr]
-    fed = add_site(fed.root, "site-2")
+    enrol_site(sites[1], tmp_path / "site-2-new.json", new_node_key=True)
+    fed = add_site(fed.root, read_request(tmp_path / "site-2-new.json"))
     report = sync_running(fed)
     assert report is not None and list(report.registered) == ["site-2"]
     assert sorted(report.kept) == ["site-1", "site-3"]

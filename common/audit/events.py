@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from common.app_bundle import BUNDLE_REFUSALS
 from common.errors import AuditError
 
 __all__ = [
@@ -72,6 +73,8 @@ REFUSAL_REASONS: Final = (
     "other",
 )
 _RUN_STATUSES: Final = ("completed", "failed", "aborted")
+#: Why a site refused an app bundle (``bundle.refused``'s ``reason``): see common.app_bundle.
+_BUNDLE_REFUSALS: Final = tuple(BUNDLE_REFUSALS)
 
 _TOKEN_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _UID_LIKE = re.compile(r"\d+(\.\d+){3,}")
@@ -171,11 +174,13 @@ KINDS: Final[Mapping[str, tuple[Callable[[object], bool], str]]] = MappingProxyT
         "token": (is_token, "a pseudonymous token ([a-z0-9_.-], not UID-, date- or number-like)"),
         "tokens": (_list_of(is_token), "a list of tokens"),
         "counts": (_map_of(_count), "a map of token to count"),
+        "sha256s": (_map_of(_matches(_HEX64)), "a map of token to SHA-256"),
         "metrics": (_map_of(_number), "a map of token to number"),
         "epsilons": (_map_of(_epsilon), "a map of token to epsilon"),
         "config": (_map_of(_config_value), "a flat map of token to flag, number, token or empty string"),
         "role": (_one_of(ROLES), f"one of {', '.join(ROLES)}"),
         "refusal_reason": (_one_of(REFUSAL_REASONS), f"one of {', '.join(REFUSAL_REASONS)}"),
+        "bundle_refusal": (_one_of(_BUNDLE_REFUSALS), f"one of {', '.join(_BUNDLE_REFUSALS)}"),
         "run_status": (_one_of(_RUN_STATUSES), f"one of {', '.join(_RUN_STATUSES)}"),
     }
 )
@@ -273,6 +278,29 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
                 "options": "tokens",
             },
         ),
+        "site.enrolled": EventSpec(
+            "site",
+            "An enrolment request was written: the site's public node and audit keys (no private key).",
+            {"node_key_sha256": "sha256", "audit_key_id": "key_id"},
+            {"new_node_key": "flag"},
+        ),
+        "trust.publisher": EventSpec(
+            "site",
+            "The site trusts a publisher key (its kit's, on first use): app bundles it signs may run.",
+            {"publisher_key_id": "key_id", "public_key": "public_key"},
+        ),
+        "bundle.accepted": EventSpec(
+            "site",
+            "A run's app bundle verified against the site's trust settings before anything of it ran.",
+            {"bundle_sha256": "sha256", "publisher_key_id": "key_id"},
+            {"app_sha256": "sha256", "carries_code": "flag"},
+        ),
+        "bundle.refused": EventSpec(
+            "site",
+            "A run's app bundle failed verification: nothing of it was stored or run.",
+            {"bundle_sha256": "sha256", "reason": "bundle_refusal"},
+            {"publisher_key_id": "key_id", "app_sha256": "sha256", "carries_code": "flag"},
+        ),
         "policy.change": EventSpec(
             "site",
             "Site policy (site.toml) changed.",
@@ -302,6 +330,12 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
             {"model_sha256": "sha256", "app_sha256": "sha256"},
         ),
         # -- server -------------------------------------------------------------------------------
+        "registrations.sync": EventSpec(
+            "server",
+            "The SuperLink's registrations were made exactly the federation's active sites.",
+            {"registered": "tokens", "unregistered": "tokens", "removed_unknown": "count"},
+            {"active": "count"},
+        ),
         "run.start": EventSpec(
             "server",
             "A training run started.",
@@ -330,6 +364,8 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
                 "epsilon": "epsilon",
                 "epsilons": "epsilons",
                 "metrics": "metrics",
+                "site_log_heads": "sha256s",
+                "site_log_seqs": "counts",
             },
         ),
         "checkpoint.saved": EventSpec(

@@ -14,6 +14,11 @@ their participants by site id. These are the conventions both ends follow:
 ``MANIFEST_METRIC``
     Each site's fit reply also carries the SHA-256 of its data manifest (a commitment to the data
     version it trained on, which reveals nothing about the records); the model card lists it per site.
+``AUDIT_HEAD_METRIC``, ``AUDIT_SEQ_METRIC``
+    Each site's fit reply also carries the head of its own audit log right after its ``round.taken``
+    entry (line hash and seq); the server records them in ``round.aggregated``, so a site log that is
+    later cut, rewritten or re-created no longer contains the head the server anchored
+    (``fedscan audit reconcile``). A head is a hash of the site's own log lines: it reveals nothing.
 ``SITE_IDENTITY_TASK``
     The ``get_properties`` task with which the ServerApp asks every connected site for its id at the
     start of a run (``run.start``'s ``sites``).
@@ -27,6 +32,8 @@ from common.audit.events import is_token
 from common.errors import AuditError
 
 __all__ = [
+    "AUDIT_HEAD_METRIC",
+    "AUDIT_SEQ_METRIC",
     "MANIFEST_METRIC",
     "SERVER_ACTOR",
     "SITE_IDENTITY_TASK",
@@ -38,6 +45,8 @@ __all__ = [
 SITE_ID_METRIC: Final = "site-id"
 MANIFEST_METRIC: Final = "manifest-sha256"
 SITE_IDENTITY_TASK: Final = "fedscan-site-identity"
+AUDIT_HEAD_METRIC: Final = "audit-head"
+AUDIT_SEQ_METRIC: Final = "audit-head-seq"
 #: The actor of the aggregator's log.
 SERVER_ACTOR: Final = "server"
 

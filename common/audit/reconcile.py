@@ -15,6 +15,13 @@ model hash). Reconciliation matches the two, both ways:
     Both agree the site took part, but not on the model it trained from.
 ``duplicate-entry``
     One party logged the same round twice.
+``anchored-head-missing``
+    The server anchored a head of the site's own log in a round (seq and line hash the site reported
+    with its update), and the site's log now ends before it: entries were cut, or the log was deleted
+    and re-created.
+``anchored-head-differs``
+    The site's log has an entry at the anchored seq, but not the one anchored: the log was rewritten or
+    re-created since.
 ``unverified-log``
     A log failed verification: only its entries before the first bad one were reconciled.
 
@@ -41,6 +48,8 @@ FINDING_KINDS: Final = (
     "refused-but-listed",
     "model-mismatch",
     "duplicate-entry",
+    "anchored-head-missing",
+    "anchored-head-differs",
     "unverified-log",
 )
 
@@ -146,6 +155,8 @@ def reconcile(site_logs: Sequence[VerifiedLog], server_log: VerifiedLog) -> Reco
         findings.append(Finding("unverified-log", "server", None, None, str(server_log.verification.failure)))
 
     rounds = _server_rounds(server_log, findings)
+    logs_by_actor = {log.verification.actor: log for log in site_logs if log.verification.actor}
+    findings += _anchored_heads(server_log, logs_by_actor)
     known_runs = {str(e.details["run_id"]) for e in server_log.entries if "run_id" in e.details}
     unchecked_runs: set[str] = set()
     unchecked: set[str] = set()
@@ -222,6 +233,49 @@ def reconcile(site_logs: Sequence[VerifiedLog], server_log: VerifiedLog) -> Reco
         sites=tuple(sorted(sites)),
         unchecked_runs=tuple(sorted(unchecked_runs)),
     )
+
+
+def _anchored_heads(server_log: VerifiedLog, site_logs: dict[str, VerifiedLog]) -> list[Finding]:
+    """Every site-log head the server anchored, checked against that site's log (if supplied)."""
+    found: list[Finding] = []
+    for index, entry in enumerate(server_log.entries):
+        if entry.event != "round.aggregated":
+            continue
+        heads = entry.details.get("site_log_heads") or {}
+        seqs = entry.details.get("site_log_seqs") or {}
+        key = (str(entry.details["run_id"]), int(entry.details["round"]))
+        for site, digest in heads.items():
+            log = site_logs.get(site)
+            seq = seqs.get(site)
+            if log is None or not isinstance(seq, int):
+                continue
+            ref = server_log.locate(index)
+            if seq >= len(log.entries) or log.entries[seq].seq != seq:
+                last = log.entries[-1].seq if log.entries else -1
+                found.append(
+                    Finding(
+                        "anchored-head-missing",
+                        site,
+                        *key,
+                        f"the server anchored the site's log at seq {seq}; the log ends at seq {last} "
+                        "(entries cut, or the log re-created)",
+                        None,
+                        ref,
+                    )
+                )
+            elif log.entries[seq].line_hash() != digest:
+                found.append(
+                    Finding(
+                        "anchored-head-differs",
+                        site,
+                        *key,
+                        f"the site's entry at seq {seq} is not the one the server anchored (rewritten or "
+                        "re-created)",
+                        log.locate(seq),
+                        ref,
+                    )
+                )
+    return found
 
 
 def _site_view(log: VerifiedLog, findings: list[Finding]) -> _SiteView:

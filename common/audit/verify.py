@@ -60,6 +60,10 @@ REASONS: Final[Mapping[str, str]] = {
     "bad-genesis": "the log does not start with a valid log.genesis entry",
     "actor-mismatch": "the entry names another actor than the log's",
     "unknown-key": "the entry or log is signed by a key that is not the log's (or not a pinned key)",
+    "wrong-actor-key": "the log claims an actor whose pinned key (manifest or --pubkey) is another",
+    "unknown-actor": "the log claims an actor that has no pinned key (not in the federation manifest)",
+    "restarted-log": "the log starts from another genesis than the one its actor enrolled: it was re-created",
+    "not-pinned": "no key was pinned for the log's actor: only the log's own genesis vouches for it",
     "invalid-details": "the event type or its details are not allowed by the event registry",
     "bad-signature": "the signature does not verify (forged, or the entry was re-hashed after signing)",
     "missing-entries": "the log ends before the expected head: entries were cut from its end",
@@ -184,6 +188,9 @@ def verify_log(
     path: Path,
     *,
     pubkeys: Iterable[VerifyKey] = (),
+    actor_keys: Mapping[str, VerifyKey] | None = None,
+    genesis: Mapping[str, str] | None = None,
+    require_pinned: bool = False,
     seal_key: SiteKey | None = None,
     expected_head: Head | None = None,
     every_signature: bool = False,
@@ -193,8 +200,18 @@ def verify_log(
     Parameters
     ----------
     pubkeys
-        Keys the caller trusts (e.g. from the site kits). If any are given, the log's genesis key
-        must be one of them; if none, the genesis key is used and the result says it was not pinned.
+        Keys the caller trusts, as a set. If any are given, the log's genesis key must be one of them;
+        if none, the genesis key is used and the result says it was not pinned. A set does not say
+        whose key is whose: prefer ``actor_keys``.
+    actor_keys
+        Each actor's key (e.g. from the signed federation manifest): the log must be signed by the key
+        of the actor it claims to be (``wrong-actor-key``), and that actor must have one
+        (``unknown-actor``).
+    genesis
+        Each actor's enrolled log genesis (SHA-256 of its first line): a log of that actor starting from
+        another genesis was re-created (``restarted-log``).
+    require_pinned
+        Fail (``not-pinned``) instead of passing a log no given key vouches for.
     seal_key
         Opens sealed segments.
     expected_head
@@ -203,7 +220,14 @@ def verify_log(
         Verify each signature instead of the chain-anchored check (same verdict, slower).
     """
     return read_verified_log(
-        path, pubkeys=pubkeys, seal_key=seal_key, expected_head=expected_head, every_signature=every_signature
+        path,
+        pubkeys=pubkeys,
+        actor_keys=actor_keys,
+        genesis=genesis,
+        require_pinned=require_pinned,
+        seal_key=seal_key,
+        expected_head=expected_head,
+        every_signature=every_signature,
     ).verification
 
 
@@ -211,13 +235,27 @@ def read_verified_log(
     path: Path,
     *,
     pubkeys: Iterable[VerifyKey] = (),
+    actor_keys: Mapping[str, VerifyKey] | None = None,
+    genesis: Mapping[str, str] | None = None,
+    require_pinned: bool = False,
     seal_key: SiteKey | None = None,
     expected_head: Head | None = None,
     every_signature: bool = False,
 ) -> VerifiedLog:
     """Like :func:`verify_log`, also returning the verified entries (those before the first bad one)."""
     state = _Walk(Path(path), {k.key_id: k for k in pubkeys}, every_signature)
+    state.actor_keys = dict(actor_keys) if actor_keys is not None else None
+    state.genesis = dict(genesis or {})
     state.run(seal_key)
+    if state.failure is None and require_pinned and not state.is_pinned():
+        state.fail(
+            "not-pinned",
+            str(path),
+            0,
+            None,
+            f"no key is pinned for actor {state.actor}: pass the federation's kit (--kit) or "
+            f"--pubkey {state.actor}=KEY, or accept an unpinned check explicitly (--allow-unpinned)",
+        )
     if not every_signature:
         state.check_signatures_anchored()
     if expected_head is not None and state.failure is None:
@@ -228,7 +266,7 @@ def read_verified_log(
         actor=state.actor,
         role=state.role,
         key_id=state.key.key_id if state.key else None,
-        key_pinned=bool(state.pinned) and state.key is not None,
+        key_pinned=state.is_pinned(),
         entries=len(state.entries),
         head=Head(state.entries[-1].seq, state.entries[-1].line_hash()) if state.entries else None,
         signatures_checked=state.signatures_checked,
@@ -253,6 +291,16 @@ class _Walk:
         self.role: str | None = None
         self.key: VerifyKey | None = None
         self.signatures_checked = 0
+        self.actor_keys: dict[str, VerifyKey] | None = None
+        self.genesis: dict[str, str] = {}
+
+    def is_pinned(self) -> bool:
+        """Whether a key the caller gave vouches for the log (not only the log's own genesis)."""
+        if self.key is None:
+            return False
+        if self.actor_keys is not None and self.actor in self.actor_keys:
+            return True
+        return bool(self.pinned)
 
     def fail(self, reason: str, file: str, line: int, seq: int | None, detail: str) -> None:
         self.failure = Failure(reason, file, line, seq, detail)
@@ -359,6 +407,39 @@ class _Walk:
         if self.pinned and key.key_id not in self.pinned:
             self.fail(
                 "unknown-key", name, number, 0, f"the log's key {key.key_id} is not among the pinned keys"
+            )
+            return
+        if self.actor_keys is not None:
+            expected = self.actor_keys.get(entry.actor)
+            if expected is None and not self.pinned:
+                self.fail(
+                    "unknown-actor",
+                    name,
+                    number,
+                    0,
+                    f"the log claims actor {entry.actor}, which has no key in the federation manifest or "
+                    "--pubkey",
+                )
+                return
+            if expected is not None and expected.key_id != key.key_id:
+                self.fail(
+                    "wrong-actor-key",
+                    name,
+                    number,
+                    0,
+                    f"the log claims actor {entry.actor}, whose key is {expected.key_id}, but is signed "
+                    f"with key {key.key_id}",
+                )
+                return
+        enrolled = self.genesis.get(entry.actor)
+        if enrolled is not None and entry.line_hash() != enrolled:
+            self.fail(
+                "restarted-log",
+                name,
+                number,
+                0,
+                f"actor {entry.actor} enrolled its log with genesis {enrolled[:16]}...; this log starts "
+                f"from {entry.line_hash()[:16]}... (re-created after enrolment)",
             )
             return
         self.actor, self.role, self.key = entry.actor, str(details["role"]), key

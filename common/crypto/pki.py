@@ -51,6 +51,8 @@ __all__ = [
     "node_key_fingerprint",
     "node_public_key",
     "read_private_file",
+    "sign_with_node_key",
+    "verify_node_signature",
     "write_new_private_file",
     "write_public_file",
 ]
@@ -234,6 +236,35 @@ def node_key_fingerprint(public_openssh: bytes) -> str:
         raise KeyMaterialError("Not an EC public key (Flower's node authentication needs EC P-384).")
     blob = base64.b64decode(public_openssh.split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
+
+
+def sign_with_node_key(private_openssh: bytes, data: bytes) -> bytes:
+    """ECDSA (SHA-384) signature of ``data`` by a node's private key: proof that a site holds it.
+
+    Raises
+    ------
+    KeyMaterialError
+        If ``private_openssh`` is not an unencrypted OpenSSH EC private key.
+    """
+    try:
+        key = serialization.load_ssh_private_key(private_openssh, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyMaterialError("The node key is not an unencrypted OpenSSH private key.") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyMaterialError("The node key is not an EC key (Flower needs EC P-384).")
+    return key.sign(data, ec.ECDSA(_HASH()))
+
+
+def verify_node_signature(public_openssh: bytes, data: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is the node key's ECDSA (SHA-384) signature of ``data``; never raises."""
+    try:
+        key = serialization.load_ssh_public_key(public_openssh)
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return False
+        key.verify(signature, data, ec.ECDSA(_HASH()))
+    except (ValueError, UnsupportedAlgorithm, InvalidSignature, TypeError):
+        return False
+    return True
 
 
 def certificate_info(pem: bytes) -> CertificateInfo:

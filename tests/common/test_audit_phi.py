@@ -63,6 +63,9 @@ def _valid_details(event: str) -> dict[str, Any]:
         "config": {"model": "cnn"},
         "role": "site",
         "refusal_reason": "other",
+        "bundle_refusal": "unsigned",
+        "public_key": "g4Cgnc3aW3KfjO+4AVBsPzFDKRVNBVAQXzCEGW7P+XA=",
+        "sha256s": {"site-a": H},
         "run_status": "completed",
     }
     return {key: samples[kind] for key, kind in EVENTS[event].required.items()}

@@ -168,7 +168,8 @@ def test_demo_audit_logs_verify_reconcile_and_back_the_model_card(demo_run: dict
     assert audit["logs_verified"] and audit["reconciled"] and audit["card_problems"] == []
     site_logs = [Path(p) for p in audit["site_logs"]]
     server_log = Path(audit["server_log"])
-    pubkeys = [str(p.parent / "audit.pub") for p in (*site_logs, server_log)]
+    actors = [p.parent.parent.name for p in site_logs] + ["server"]
+    pubkeys = [f"{a}={p.parent / 'audit.pub'}" for a, p in zip(actors, (*site_logs, server_log), strict=True)]
     pins = [arg for key in pubkeys for arg in ("--pubkey", key)]
     verify = _cli("audit", "verify", *map(str, site_logs), str(server_log), *pins, "--json")
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -208,10 +209,10 @@ def test_demo_audit_logs_verify_reconcile_and_back_the_model_card(demo_run: dict
     lines = site_logs[1].read_bytes().splitlines(keepends=True)
     cut = next(i for i, line in enumerate(lines) if b'"round":2' in line and b"round.taken" in line)
     edited.write_bytes(b"".join(lines[:cut] + lines[cut + 1 :]))
-    bad = _cli("audit", "verify", str(edited))
+    bad = _cli("audit", "verify", str(edited), "--allow-unpinned")
     assert bad.returncode == 9 and f"audit.jsonl:{cut + 1}: entry seq {cut + 1}: sequence-gap" in bad.stdout
     others = [str(p) for p in site_logs if p != site_logs[1]]
-    flagged = _cli("audit", "reconcile", *others, str(edited), str(server_log))
+    flagged = _cli("audit", "reconcile", *others, str(edited), str(server_log), "--allow-unpinned")
     assert flagged.returncode == 9
     assert f"absent-participant: site {site_ids[1]}" in flagged.stdout and "round 2" in flagged.stdout
 

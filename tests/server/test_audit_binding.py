@@ -1,0 +1,128 @@
+"""Audit logs bound to their actors: the federation manifest names each actor's key and each site's log.
+
+Real sites (``site init`` + ``site enrol``), a federation provisioned from their requests, and the
+``fedscan audit`` CLI: a log signed with another actor's key fails, a site log deleted and re-created
+fails (and the site refuses to re-create it itself), a log cut short is not appended to, and a site log
+that no longer holds the head the server anchored is reported by reconciliation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from client.site import SiteDir
+from client.site_audit import anchor_file, audit_log_file, load_audit_key, site_log
+from client.site_enrolment import enrol_site
+from client.site_init import init_site
+from common.audit import AuditLog, read_verified_log, reconcile
+from common.cli import main
+from common.crypto import generate_signing_key, load_signing_key
+from common.enrolment import read_request
+from common.errors import AuditError
+from server.provision import Federation, provision
+
+
+def fedscan(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+@pytest.fixture()
+def federation(tmp_path: Path) -> tuple[Federation, dict[str, SiteDir]]:
+    sites = {s: init_site(tmp_path / "sites" / s, s) for s in ("site-a", "site-b")}
+    requests = []
+    for site_id, site in sites.items():
+        enrol_site(site, tmp_path / f"{site_id}.json")
+        requests.append(read_request(tmp_path / f"{site_id}.json"))
+    fed = provision(tmp_path / "fed", "aud", [], "hub:9092", requests=requests)
+    return fed, sites
+
+
+def _verify(capsys, fed: Federation, *logs: Path) -> tuple[int, list[dict]]:  # type: ignore[no-untyped-def,type-arg]
+    code, out, _ = fedscan(capsys, "audit", "verify", *map(str, logs), "--kit", str(fed.server_dir), "--json")
+    return code, json.loads(out)["logs"]
+
+
+def test_each_log_is_checked_against_its_own_actors_key_from_the_manifest(
+    federation, capsys, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    fed, sites = federation
+    logs = [audit_log_file(s) for s in sites.values()]
+    code, results = _verify(capsys, fed, *logs)
+    assert code == 0 and all(r["ok"] and r["key_pinned"] for r in results)
+    # site-b's log under site-a's name, signed with site-b's (enrolled, pinned) key: not site-a's key.
+    forged = tmp_path / "forged" / "audit.jsonl"
+    with AuditLog.open(forged, "site-a", load_audit_key(sites["site-b"]), role="site") as log:
+        log.append("round.taken", run_id="run-1", round=1, model_sha256="01" * 32)
+    code, results = _verify(capsys, fed, forged)
+    assert code == 9 and results[0]["failure"]["reason"] == "wrong-actor-key"
+    # Signed with the server's audit key, claiming to be site-a: the same.
+    with AuditLog.open(tmp_path / "f2.jsonl", "site-a", load_signing_key(fed.audit_key), role="site") as log:
+        log.append("round.taken", run_id="run-1", round=1, model_sha256="01" * 32)
+    assert _verify(capsys, fed, tmp_path / "f2.jsonl")[1][0]["failure"]["reason"] == "wrong-actor-key"
+    # An actor the federation never enrolled.
+    with AuditLog.open(tmp_path / "f3.jsonl", "site-z", generate_signing_key(), role="site") as log:
+        log.append("round.taken", run_id="run-1", round=1, model_sha256="01" * 32)
+    assert _verify(capsys, fed, tmp_path / "f3.jsonl")[1][0]["failure"]["reason"] == "unknown-actor"
+
+
+def test_a_deleted_site_log_is_not_recreated_and_a_recreated_one_fails(federation, capsys) -> None:  # type: ignore[no-untyped-def]
+    fed, sites = federation
+    site = sites["site-a"]
+    live = audit_log_file(site)
+    live.unlink()
+    with pytest.raises(AuditError, match="missing, but its anchor records"), site_log(site):
+        pass
+    assert not live.exists()  # the site did not start a new log over the lost one
+    # Someone re-creates it anyway, with the site's own audit key (an insider at the site):
+    anchor_file(site).unlink()
+    with site_log(site) as log:
+        log.append("ingest.run", records=1, rejected=0, manifest_sha256="22" * 32)
+    code, results = _verify(capsys, fed, live)
+    assert code == 9 and results[0]["failure"]["reason"] == "restarted-log"
+    # Positive control: the other site's untouched log still passes.
+    assert _verify(capsys, fed, audit_log_file(sites["site-b"]))[0] == 0
+
+
+def test_a_site_log_cut_short_is_not_appended_to(federation) -> None:  # type: ignore[no-untyped-def]
+    _fed, sites = federation
+    site = sites["site-b"]
+    with site_log(site) as log:
+        log.append("ingest.run", records=3, rejected=0, manifest_sha256="33" * 32)
+    live = audit_log_file(site)
+    lines = live.read_bytes().splitlines(keepends=True)
+    live.write_bytes(b"".join(lines[:-1]))  # the last entry cut away: still a valid, shorter chain
+    with pytest.raises(AuditError, match="entries were cut"), site_log(site):
+        pass
+    assert len(live.read_bytes().splitlines()) == len(lines) - 1  # nothing appended on top
+
+
+def test_reconcile_reports_a_site_log_that_lost_the_head_the_server_anchored(
+    federation, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    fed, sites = federation
+    site = sites["site-a"]
+    with site_log(site) as log:
+        taken = log.append("round.taken", run_id="run-1", round=1, model_sha256="01" * 32)
+    server = tmp_path / "server.jsonl"
+    with AuditLog.open(server, "server", load_signing_key(fed.audit_key), role="server") as log:
+        log.append("run.start", run_id="run-1", config_sha256="cc" * 32)
+        log.append(
+            "round.aggregated", run_id="run-1", round=1, model_sha256="01" * 32, participants=["site-a"],
+            site_log_heads={"site-a": taken.line_hash()}, site_log_seqs={"site-a": taken.seq},
+        )  # fmt: skip
+    keys = {"pubkeys": (), "actor_keys": None}
+    result = reconcile([read_verified_log(audit_log_file(site), **keys)], read_verified_log(server, **keys))
+    assert result.ok, result.findings  # positive control: the head is where the server anchored it
+    # The site's log re-created from scratch (same key), with a round.taken re-written into it.
+    audit_log_file(site).unlink()
+    anchor_file(site).unlink()
+    with site_log(site) as log:
+        log.append("round.taken", run_id="run-1", round=1, model_sha256="01" * 32)
+    result = reconcile([read_verified_log(audit_log_file(site), **keys)], read_verified_log(server, **keys))
+    assert [f.kind for f in result.findings] == ["anchored-head-missing"]
