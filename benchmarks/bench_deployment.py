@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=160, help="CT slices per site (the demo's)")
     parser.add_argument("--epochs", type=int, default=3, help="local epochs per round (the demo's)")
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
+    parser.add_argument(
+        "--skip-simulation", action="store_true", help="Deployment only (for A/B runs of two code versions)."
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     figures: dict[str, object] = {
@@ -144,7 +147,7 @@ def main() -> None:
                 secure_aggregation=secure,
                 site_dirs=tuple(str(s.root) for s in sites),
             )
-            sim = simulate(config, root / f"sim-{label}")
+            sim = [float("nan")] if args.skip_simulation else simulate(config, root / f"sim-{label}")
             figures[f"{label}_simulation_rounds_s"] = [round(t, 2) for t in sim]
             figures[f"{label}_simulation_round_s"] = round(steady(sim), 2)
             for mode in args.modes:

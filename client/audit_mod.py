@@ -73,6 +73,10 @@ REFUSAL_REASON: Final = {
     "no-differential-privacy": "dp_required",
     "too-few-sites": "too_few_sites",
     "budget-exhausted": "budget_exhausted",
+    "work-over-cap": "work_over_cap",
+    "rate-over-cap": "rate_over_cap",
+    "parameters-mismatch": "parameters_mismatch",
+    "message-too-large": "message_too_large",
 }
 #: Context-state record where the innermost mod leaves the plain update's digest for the outermost.
 _STATE_KEY: Final = "fedscan.audit"

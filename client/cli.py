@@ -193,6 +193,11 @@ def site_ingest(
 @site_app.command("inspect")
 def site_inspect(
     site_dir: Path = SITE_DIR_OPTION,
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Open every sealed object (authenticating it); exit non-zero at the first bad one.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show what the encrypted store holds, what the last ingest did, and the privacy budget spent.
@@ -200,9 +205,11 @@ def site_inspect(
     Records per split, label, modality, manufacturer, transfer syntax and original size, then the last
     ingest's counts with every rejected file and its reason, then the site's privacy record: its
     budget, the epsilon each run spent (from the sealed ledger) and the rounds it refused, with codes.
-    Decrypts in memory only.
+    Decrypts in memory only. With --verify, every sealed object of the site (shards, manifest, reports,
+    ledger, checkpoints) is opened and authenticated first; the first that fails is named and the
+    command exits non-zero.
 
-    Example: fedscan site inspect --site-dir /srv/fedscan/site-a --json
+    Example: fedscan site inspect --site-dir /srv/fedscan/site-a --verify --json
     """
     from client.ingest_report import StoreSummary, latest_sealed_report
     from client.ingest_tables import ingest_table, problem_lines, store_table
@@ -214,6 +221,11 @@ def site_inspect(
 
     site = SiteDir(site_dir)
     key = load_site_key(site)
+    verified: int | None = None
+    if verify:
+        from client.site_keys import verify_sealed_objects
+
+        verified = verify_sealed_objects(site)  # StoreError at the first object that does not open
     summary = StoreSummary.of(read_manifest(site.store_dir, key))
     last = latest_sealed_report(site, key)
     privacy = privacy_summary(site, key, SiteConfig.load(site.config_file).policy)
@@ -221,8 +233,12 @@ def site_inspect(
         body = summary.to_dict()
         body["last_ingest"] = None if last is None else last.to_dict()
         body["privacy"] = privacy
+        if verified is not None:
+            body["verified_objects"] = verified
         typer.echo(json.dumps(body, indent=2))
         return
+    if verified is not None:
+        console.print(f"verified: all {verified} sealed objects open under the site key")
     console.print(store_table(summary, title=f"store of {site.root}"))
     if last is not None:
         console.print(ingest_table(last, title=f"last ingest ({last.started})"))

@@ -34,6 +34,8 @@ __all__ = [
     "SitePolicy",
     "app_hash",
     "check_round",
+    "compare_parameters",
+    "npy_header",
     "parse_refusal",
     "record_refusal",
     "refusals_file",
@@ -65,6 +67,15 @@ class SitePolicy:
     pinned_bundles:
         SHA-256 of the app bundles (the bytes the SuperNode receives) this site accepts; empty = any
         bundle a trusted publisher signed for this site's installed fedscan.
+    max_local_epochs, max_local_steps:
+        Most local work one round may ask for: epochs (``local-epochs``), or mini-batch steps
+        (``local-steps``) when the run counts steps.
+    max_rounds_per_run, max_rounds_per_day:
+        Most training rounds this site takes in one run (the run's ``num-server-rounds`` too) and in one
+        UTC day, counted by the site itself.
+    max_message_mb:
+        Largest incoming model (the parameters of a training message), in MiB; the parameters must also
+        have exactly the shapes and types of the run's model.
     """
 
     require_secure_aggregation: bool = True
@@ -75,6 +86,11 @@ class SitePolicy:
     approved_app_hashes: tuple[str, ...] = field(default=())
     trusted_publishers: tuple[str, ...] = field(default=())
     pinned_bundles: tuple[str, ...] = field(default=())
+    max_local_epochs: int = 50
+    max_local_steps: int = 100_000
+    max_rounds_per_run: int = 1000
+    max_rounds_per_day: int = 5000
+    max_message_mb: float = 1024.0
 
     def __post_init__(self) -> None:
         if self.min_sites < 2:
@@ -94,6 +110,11 @@ class SitePolicy:
                 if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                     raise ConfigError(f"policy.{name}: {digest!r} is not a lowercase SHA-256 hex digest.")
         self.publisher_keys()  # each must parse as an Ed25519 public key
+        for name in ("max_local_epochs", "max_local_steps", "max_rounds_per_run", "max_rounds_per_day"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"policy.{name} must be at least 1.")
+        if not self.max_message_mb > 0:
+            raise ConfigError("policy.max_message_mb must be positive.")
 
     def publisher_keys(self) -> tuple[VerifyKey, ...]:
         """:attr:`trusted_publishers` as verify keys (ConfigError naming a key that does not parse)."""
@@ -137,6 +158,12 @@ class SitePolicy:
             f"trusted_publishers = [{publishers}{chr(10) if publishers else ''}]\n"
             "# SHA-256 of the app bundles this site accepts; empty = any a trusted publisher signed.\n"
             f"pinned_bundles = [{pins}]\n"
+            "# Most work a round may ask of this site, refused before any data is decrypted.\n"
+            f"max_local_epochs = {self.max_local_epochs}\n"
+            f"max_local_steps = {self.max_local_steps}\n"
+            f"max_rounds_per_run = {self.max_rounds_per_run}\n"
+            f"max_rounds_per_day = {self.max_rounds_per_day}\n"
+            f"max_message_mb = {float(self.max_message_mb)!r}\n"
         )
 
 
@@ -161,6 +188,13 @@ class RoundRequest:
     delta: float = 1e-5
     differentially_private: bool = False
     epsilon_spent: float = 0.0
+    local_epochs: int = 1
+    local_steps: int = 0
+    run_rounds: int = 1
+    rounds_in_run: int = 0
+    rounds_today: int = 0
+    parameters_problem: str | None = None
+    message_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,11 +250,81 @@ def check_round(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
         return Refusal(
             "too-few-sites", f"the round has {request.num_sites} sites; the policy needs {policy.min_sites}"
         )
+    refusal = _over_caps(policy, request)
+    if refusal is not None:
+        return refusal
     if policy.has_budget and request.epsilon_spent >= policy.max_epsilon:
         return Refusal(
             "budget-exhausted",
             f"epsilon spent {request.epsilon_spent:.4g} has reached max_epsilon {policy.max_epsilon:g}",
         )
+    return None
+
+
+def _over_caps(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
+    """The first cap on a round's work, rate or model that ``request`` exceeds."""
+    if request.message_bytes > policy.max_message_mb * 2**20:
+        return Refusal(
+            "message-too-large",
+            f"the model sent is {request.message_bytes / 2**20:.1f} MiB, over max_message_mb "
+            f"{policy.max_message_mb:g}",
+        )
+    if request.parameters_problem is not None:
+        return Refusal("parameters-mismatch", request.parameters_problem)
+    if request.local_steps > 0 and request.local_steps > policy.max_local_steps:
+        return Refusal(
+            "work-over-cap",
+            f"local-steps {request.local_steps} is over max_local_steps {policy.max_local_steps}",
+        )
+    if request.local_steps <= 0 and request.local_epochs > policy.max_local_epochs:
+        return Refusal(
+            "work-over-cap",
+            f"local-epochs {request.local_epochs} is over max_local_epochs {policy.max_local_epochs}",
+        )
+    if request.run_rounds > policy.max_rounds_per_run or request.rounds_in_run >= policy.max_rounds_per_run:
+        return Refusal(
+            "work-over-cap",
+            f"the run asks for {request.run_rounds} rounds and this site has taken {request.rounds_in_run} "
+            f"in it; max_rounds_per_run is {policy.max_rounds_per_run}",
+        )
+    if request.rounds_today >= policy.max_rounds_per_day:
+        return Refusal(
+            "rate-over-cap",
+            f"this site has taken {request.rounds_today} rounds today (UTC); max_rounds_per_day is "
+            f"{policy.max_rounds_per_day}",
+        )
+    return None
+
+
+def npy_header(data: bytes) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype (``numpy`` type string) from the header of ``.npy`` bytes, without the array.
+
+    A header that cannot be read gives shape ``(-1,)``, which matches no model.
+    """
+    import io
+
+    import numpy as np
+
+    stream = io.BytesIO(data[:4096])
+    try:
+        version = np.lib.format.read_magic(stream)
+        fmt = np.lib.format
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _fortran, dtype = read(stream)
+    except (ValueError, OSError, SyntaxError, TypeError, EOFError):
+        return (-1,), "?"
+    return tuple(int(n) for n in shape), np.dtype(dtype).str
+
+
+def compare_parameters(
+    incoming: list[tuple[tuple[int, ...], str]], expected: tuple[tuple[tuple[int, ...], str], ...]
+) -> str | None:
+    """Why a model the server sent is not the run's model (array count, shapes, dtypes), or ``None``."""
+    if len(incoming) != len(expected):
+        return f"the server sent {len(incoming)} arrays; the run's model has {len(expected)}"
+    for index, (got, want) in enumerate(zip(incoming, expected, strict=True)):
+        if got != want:
+            return f"array {index} is {got[0]} {got[1]}; the run's model has {want[0]} {want[1]}"
     return None
 
 

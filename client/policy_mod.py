@@ -28,7 +28,17 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from client.epsilon_ledger import EpsilonLedger, LedgerEntry, record_level_epsilon
-from client.policy import Refusal, RoundRequest, SitePolicy, app_hash, check_round, record_refusal
+from client.policy import (
+    Refusal,
+    RoundRequest,
+    SitePolicy,
+    app_hash,
+    check_round,
+    compare_parameters,
+    npy_header,
+    record_refusal,
+)
+from client.round_tally import count_round, read_tally, utc_day
 from client.site import SiteDir
 from client.site_config import SiteConfig
 from common.config import RunConfig
@@ -73,6 +83,33 @@ def _load_policy(config_file: str, mtime_ns: int) -> SitePolicy:
     from pathlib import Path
 
     return SiteConfig.load(Path(config_file)).policy
+
+
+def _incoming_parameters(msg: Message) -> tuple[list[tuple[tuple[int, ...], str]], int] | None:
+    """Shapes and dtypes of a training message's model, read from each array's ``.npy`` header (no
+    array is loaded), and their total size in bytes; ``None`` if the message carries no model."""
+    record = msg.content.array_records.get("fitins.parameters")
+    if record is None:
+        return None
+    described = []
+    total = 0
+    for _key, array in sorted(record.items(), key=lambda item: int(item[0]) if item[0].isdigit() else -1):
+        data = bytes(array.data)
+        total += len(data)
+        described.append(npy_header(data))
+    return described, total
+
+
+@functools.lru_cache(maxsize=8)
+def _expected_by_digest(digest: str, config: RunConfig) -> tuple[tuple[tuple[int, ...], str], ...]:
+    from common.models import model_from_config
+
+    return tuple((tuple(a.shape), a.dtype.str) for a in model_from_config(config).get_arrays())
+
+
+def _expected_parameters(config: RunConfig) -> tuple[tuple[tuple[int, ...], str], ...]:
+    """The shapes and dtypes of the run's model as this site builds it (cached per configuration)."""
+    return _expected_by_digest(config.training_digest(), config)
 
 
 def training_records(site: SiteDir) -> int:
@@ -132,6 +169,8 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
         from client.site_init import load_site_key
 
         spent = EpsilonLedger(site).spent(load_site_key(site), policy.max_delta)
+    tally = read_tally(site) if trains_now else None
+    incoming = _incoming_parameters(msg) if trains_now else None
     request = RoundRequest(
         app_hash=app_hash(),
         model=config.model,
@@ -146,6 +185,15 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
         delta=config.dp_delta,
         differentially_private=private,
         epsilon_spent=spent,
+        local_epochs=config.local_epochs,
+        local_steps=config.local_steps,
+        run_rounds=config.num_server_rounds,
+        rounds_in_run=tally.in_run(str(context.run_id)) if tally is not None else 0,
+        rounds_today=tally.on_day(utc_day()) if tally is not None else 0,
+        parameters_problem=(
+            compare_parameters(incoming[0], _expected_parameters(config)) if incoming is not None else None
+        ),
+        message_bytes=incoming[1] if incoming is not None else 0,
     )
     server_round = _server_round(msg)
     refusal = check_round(policy, request)
@@ -164,6 +212,8 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
             )
     if refusal is not None:
         return _refuse(msg, site, refusal, context, server_round)
+    if trains_now:
+        count_round(site, str(context.run_id))
     if kind == MessageTypeLegacy.GET_PROPERTIES:
         ins = compat.recorddict_to_getpropertiesins(msg.content)
         if ins.config.get("task") == TRAINING_SIZE_TASK:

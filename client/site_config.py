@@ -142,6 +142,11 @@ _POLICY_FIELDS = {
     "approved_app_hashes": "a list of SHA-256 hex digests",
     "trusted_publishers": "a list of Ed25519 public keys (OpenSSH lines or base64)",
     "pinned_bundles": "a list of SHA-256 hex digests",
+    "max_local_epochs": "a positive integer",
+    "max_local_steps": "a positive integer",
+    "max_rounds_per_run": "a positive integer",
+    "max_rounds_per_day": "a positive integer",
+    "max_message_mb": "a positive number",
 }
 
 
@@ -161,8 +166,19 @@ def parse_policy(table: dict[str, Any], path: Path) -> SitePolicy:
     for name, value in table.items():
         if name == "require_secure_aggregation" and not isinstance(value, bool):
             raise bad(name, value)
-        if name == "min_sites" and (isinstance(value, bool) or not isinstance(value, int)):
+        integers = (
+            "min_sites",
+            "max_local_epochs",
+            "max_local_steps",
+            "max_rounds_per_run",
+            "max_rounds_per_day",
+        )
+        if name in integers and (isinstance(value, bool) or not isinstance(value, int)):
             raise bad(name, value)
+        if name == "max_message_mb":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad(name, value)
+            value = float(value)
         if name in ("max_epsilon", "max_delta"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise bad(name, value)

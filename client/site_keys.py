@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +36,12 @@ from common.crypto import (
     generate_key,
     key_from_env,
     load_key_file,
+    open_file,
     read_header,
     rewrap_file,
     write_key_file,
 )
-from common.errors import ConfigError, KeyMaterialError
+from common.errors import ConfigError, IntegrityError, KeyMaterialError, StoreError
 from common.fsio import fsync_dir, write_private_atomic
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "passphrase_key",
     "rotate_site_key",
     "sealed_objects",
+    "verify_sealed_objects",
     "shred_site_keys",
 ]
 
@@ -72,6 +74,10 @@ class RotationReport:
 
 def _next_key_file(site: SiteDir) -> Path:
     return site.site_key_file.with_name(site.site_key_file.name + ".next")
+
+
+def _retired_key_file(site: SiteDir) -> Path:
+    return site.site_key_file.with_name(site.site_key_file.name + ".retired")
 
 
 def _check_not_shredded(site: SiteDir) -> None:
@@ -139,10 +145,32 @@ def sealed_objects(site: SiteDir) -> Iterator[tuple[Path, str]]:
         yield path, relative[: -len(SEALED_SUFFIX)]
 
 
+def verify_sealed_objects(site: SiteDir, on_object: Callable[[Path], None] = lambda _: None) -> int:
+    """Open every sealed object of the site (authenticating every chunk, in memory); how many opened.
+
+    Raises
+    ------
+    StoreError
+        At the first object that does not open, naming it and why (altered, truncated, another key).
+    """
+    keyring = load_site_keyring(site)
+    count = 0
+    for path, object_id in sealed_objects(site):
+        try:
+            open_file(keyring, path, object_id=object_id)  # every chunk authenticated, in memory only
+        except (IntegrityError, KeyMaterialError, OSError) as error:
+            raise StoreError(f"{path} does not open under the site key: {error}") from None
+        count += 1
+        on_object(path)
+    return count
+
+
 def rotate_site_key(site: SiteDir) -> RotationReport:
     """Introduce a new site key and re-wrap every object's data key under it (resumable)."""
     _check_not_shredded(site)
     config = SiteConfig.load(site.config_file)
+    if _retired_key_file(site).exists():  # a rotation stopped after promoting its new key
+        destroy_file(_retired_key_file(site))
     if config.key_source != "file":
         raise ConfigError(
             f"Site {site.root} takes its key from '{config.key_source}': rotate it in that secret store, "
@@ -160,8 +188,17 @@ def rotate_site_key(site: SiteDir) -> RotationReport:
         if read_header(path).key_id != new.key_id:
             rewrap_file(path, keyring, new, object_id=object_id)
         count += 1
-    # Every object now opens under the new key: promote it, then forget the old one.
+    # Every object now opens under the new key: promote it, then destroy the old one the way shredding
+    # does (overwritten, then unlinked), not by leaving its bytes in a freed inode: a second link keeps
+    # the old key's inode reachable across the rename, and a rotation interrupted after the rename
+    # destroys it when run again.
+    retired = _retired_key_file(site)
+    if retired.exists():
+        destroy_file(retired)
+    os.link(site.site_key_file, retired)
     os.replace(next_file, site.site_key_file)
+    fsync_dir(site.keys_dir)
+    destroy_file(retired)
     fsync_dir(site.keys_dir)
     report = RotationReport(count, time.perf_counter() - started, old.key_id, new.key_id)
     from client.site_audit import record_key_rotation  # imports this module
@@ -206,6 +243,7 @@ def shred_site_keys(site: SiteDir) -> list[str]:
         for p in (
             site.site_key_file,
             _next_key_file(site),
+            _retired_key_file(site),
             site.deid_secret_file,
             site.salt_file,
         )

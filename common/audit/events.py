@@ -70,6 +70,10 @@ REFUSAL_REASONS: Final = (
     "secagg_mismatch",
     "secagg_required",
     "too_few_sites",
+    "work_over_cap",
+    "rate_over_cap",
+    "parameters_mismatch",
+    "message_too_large",
     "other",
 )
 _RUN_STATUSES: Final = ("completed", "failed", "aborted")

@@ -22,13 +22,13 @@ import contextlib
 import hashlib
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.crypto import _primitives
+from common.crypto.private_files import read_private_file
 from common.errors import ConfigError, KeyMaterialError
 from common.fsio import fsync_dir
 
@@ -213,8 +213,8 @@ def _refuse(path: Path, problem: str, fix: str) -> KeyMaterialError:
 def load_key_file(path: Path) -> SiteKey:
     """Read and check a key file written by :func:`write_key_file`.
 
-    The checks run on the opened file descriptor (``fstat``), not on the path, so the file cannot be
-    swapped between the check and the read; symbolic links are not followed.
+    The checks are :func:`common.crypto.private_files.read_private_file`'s: on the opened descriptor (no
+    symbolic link followed), and on the folder holding the file (0700).
 
     Raises
     ------
@@ -223,35 +223,12 @@ def load_key_file(path: Path) -> SiteKey:
         writable by group or others, or malformed. The message names the file, the problem and the fix.
     """
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise _refuse(
-            path, "does not exist", "create one with `fedscan site init` or restore it from backup"
-        ) from None
-    except OSError as exc:
-        raise _refuse(
-            path, f"cannot be opened ({exc.strerror})", "check the path names the key file itself"
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _refuse(path, "is not a regular file", "point to the key file itself")
-        if info.st_uid != os.geteuid():
-            raise _refuse(
-                path,
-                f"is owned by uid {info.st_uid}, not by the current user (uid {os.geteuid()})",
-                f"run as the key's owner or `chown {os.geteuid()} {path}`",
-            )
-        if info.st_mode & 0o077:
-            raise _refuse(
-                path,
-                f"has mode {stat.S_IMODE(info.st_mode):04o}, open to group or others",
-                f"run `chmod 600 {path}`",
-            )
-        raw = os.read(fd, _KEY_FILE_MAX_BYTES + 1)
-    finally:
-        os.close(fd)
+    raw = read_private_file(
+        path,
+        max_bytes=_KEY_FILE_MAX_BYTES,
+        label="Key file",
+        missing_fix="create one with `fedscan site init` or restore it from backup",
+    )
     return _parse_key_file(path, raw)
 
 

@@ -25,7 +25,6 @@ import datetime
 import hashlib
 import ipaddress
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.crypto.private_files import read_private_file as _read_private
 from common.errors import KeyMaterialError
 from common.fsio import write_atomic, write_private_atomic
 
@@ -317,38 +317,12 @@ def write_public_file(path: Path, data: bytes) -> None:
 
 
 def read_private_file(path: Path) -> bytes:
-    """Read a private key file after checking it on the opened descriptor (no symlink, owner, 0600).
+    """Read a node or TLS private key file (:func:`common.crypto.private_files.read_private_file`'s checks).
 
     Raises
     ------
     KeyMaterialError
-        If the file is missing, not a regular file, not owned by the current user, or readable or
-        writable by group or others; the message names the file and the fix.
+        If the file is missing, not a regular file, not owned by the current user, readable or
+        writable by group or others, or in a folder that is; the message names the file and the fix.
     """
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise KeyMaterialError(f"Private key file {path} does not exist.") from None
-    except OSError as error:
-        raise KeyMaterialError(
-            f"Private key file {path} cannot be opened ({error.strerror}); it must be a regular file, "
-            "not a symbolic link."
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyMaterialError(f"Private key file {path} is not a regular file.")
-        if info.st_uid != os.geteuid():
-            raise KeyMaterialError(
-                f"Private key file {path} is owned by uid {info.st_uid}, not by the current user "
-                f"(uid {os.geteuid()}); run as the key's owner."
-            )
-        if info.st_mode & 0o077:
-            raise KeyMaterialError(
-                f"Private key file {path} has mode {stat.S_IMODE(info.st_mode):04o}, open to group or "
-                f"others; run `chmod 600 {path}`."
-            )
-        return os.read(fd, _PRIVATE_MAX_BYTES)
-    finally:
-        os.close(fd)
+    return _read_private(path, max_bytes=_PRIVATE_MAX_BYTES, label="Private key file")[: _PRIVATE_MAX_BYTES]

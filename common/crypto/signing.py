@@ -39,7 +39,6 @@ import contextlib
 import hashlib
 import os
 import re
-import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.crypto import _primitives
+from common.crypto.private_files import read_private_file
 from common.errors import KeyMaterialError
 from common.fsio import fsync_dir
 
@@ -229,8 +229,8 @@ def write_signing_key(path: Path, key: SigningKey) -> None:
 def load_signing_key(path: Path) -> SigningKey:
     """Read and check a file written by :func:`write_signing_key`.
 
-    Checks run on the opened descriptor (no symlinks followed): a regular file, owned by the current
-    user, no group or other permission bits, well formed, and its key id matching its material.
+    Checks: :func:`common.crypto.private_files.read_private_file`'s (the opened descriptor, no symbolic
+    link followed, and the folder holding it), then well formed, and its key id matching its material.
 
     Raises
     ------
@@ -238,31 +238,12 @@ def load_signing_key(path: Path) -> SigningKey:
         Naming the file, the problem and the fix.
     """
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise _refuse(path, "does not exist", "create one with `fedscan site init` or provisioning") from None
-    except OSError as exc:
-        raise _refuse(path, f"cannot be opened ({exc.strerror})", "check the path names the key") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _refuse(path, "is not a regular file", "point to the key file itself")
-        if info.st_uid != os.geteuid():
-            raise _refuse(
-                path,
-                f"is owned by uid {info.st_uid}, not by the current user (uid {os.geteuid()})",
-                f"run as the key's owner or `chown {os.geteuid()} {path}`",
-            )
-        if info.st_mode & 0o077:
-            raise _refuse(
-                path,
-                f"has mode {stat.S_IMODE(info.st_mode):04o}, open to group or others",
-                f"run `chmod 600 {path}`",
-            )
-        raw = os.read(fd, _FILE_MAX_BYTES + 1)
-    finally:
-        os.close(fd)
+    raw = read_private_file(
+        path,
+        max_bytes=_FILE_MAX_BYTES,
+        label="Signing key file",
+        missing_fix="create one with `fedscan site init` or provisioning",
+    )
     return _parse_signing_key(path, raw)
 
 

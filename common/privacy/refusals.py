@@ -18,6 +18,10 @@ REFUSAL_CODES = (
     "no-differential-privacy",
     "too-few-sites",
     "budget-exhausted",
+    "work-over-cap",
+    "rate-over-cap",
+    "parameters-mismatch",
+    "message-too-large",
 )
 #: Error replies that carry a refusal start with this, followed by the code.
 REFUSAL_PREFIX = "fedscan-refusal:"

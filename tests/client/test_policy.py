@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,8 +21,10 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
 import client.store
+from client.audit_mod import REFUSAL_REASON
 from client.epsilon_ledger import EpsilonLedger, LedgerEntry
 from client.policy import Refusal, RoundRequest, SitePolicy, app_hash, check_round, refusals_file
+from client.round_tally import count_round, read_tally
 from client.site import SiteDir
 from client.site_config import SiteConfig
 from client.site_init import init_site, load_site_key
@@ -192,6 +195,16 @@ def _secagg_setup(sites: int) -> RecordDict:
 
 
 SVM = {"model": "svm", "image_size": 16, "min_fit_sites": 3}
+_PLAIN = {"secure_aggregation": False}
+
+
+def _PLAIN_POLICY(**caps: Any) -> SitePolicy:  # noqa: N802 - reads like the constructor it wraps
+    return SitePolicy(require_secure_aggregation=False, **caps)
+
+
+def _three_rounds_today(site: SiteDir) -> None:
+    for _ in range(3):
+        count_round(site, "earlier-run")
 
 
 def _exhausted_ledger(site: SiteDir) -> None:
@@ -214,6 +227,19 @@ def _exhausted_ledger(site: SiteDir) -> None:
             "budget-exhausted",
         ),
         (SitePolicy(approved_app_hashes=("0" * 64,)), {}, "setup-5", None, "unapproved-app"),
+        (_PLAIN_POLICY(max_local_epochs=2), {**_PLAIN, "local_epochs": 3}, "plain", None, "work-over-cap"),
+        (_PLAIN_POLICY(max_local_steps=50), {**_PLAIN, "local_steps": 51}, "plain", None, "work-over-cap"),
+        (
+            _PLAIN_POLICY(max_rounds_per_run=4),
+            {**_PLAIN, "num_server_rounds": 5},
+            "plain",
+            None,
+            "work-over-cap",
+        ),
+        (_PLAIN_POLICY(max_rounds_per_day=3), _PLAIN, "plain", _three_rounds_today, "rate-over-cap"),
+        (_PLAIN_POLICY(), _PLAIN, "plain-resized", None, "parameters-mismatch"),
+        (_PLAIN_POLICY(), _PLAIN, "plain-extra", None, "parameters-mismatch"),
+        (_PLAIN_POLICY(max_message_mb=0.001), _PLAIN, "plain", None, "message-too-large"),
     ],
 )
 def test_the_client_app_refuses_before_decrypting_anything(
@@ -229,13 +255,25 @@ def test_the_client_app_refuses_before_decrypting_anything(
     if prepare is not None:
         prepare(site)
     run = RunConfig(**{**SVM, **config})
-    message = _plain_fit(run) if content == "plain" else _secagg_setup(int(content.split("-")[1]))
+    if content.startswith("plain"):
+        arrays = model_from_config(run).get_arrays()
+        if content == "plain-resized":  # the run's model, but one array of another shape
+            arrays[0] = np.zeros((arrays[0].shape[0], arrays[0].shape[1] + 1), arrays[0].dtype)
+        elif content == "plain-extra":  # the run's model and one array more
+            arrays.append(np.zeros(10, np.float32))
+        message = compat.fitins_to_recorddict(
+            FitIns(ndarrays_to_parameters(arrays), {"server-round": 1}), True
+        )
+    else:
+        message = _secagg_setup(int(content.split("-")[1]))
     reply = _call(site, run, message)
     assert reply.has_error()
     assert reply.error.reason == f"fedscan-refusal:{code}"  # the code, and nothing else, leaves the site
     assert decryptions == []  # neither the manifest nor any shard was opened
     lines = [json.loads(line) for line in refusals_file(site).read_text().splitlines()]
     assert [line["code"] for line in lines] == [code] and lines[0]["reason"]
+    audit = [json.loads(line) for line in (site.root / "audit" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["event"] == "round.refused" and audit[-1]["details"]["reason"] == REFUSAL_REASON[code]
 
 
 def test_a_round_inside_the_policy_trains_and_the_counter_sees_it(
@@ -251,6 +289,7 @@ def test_a_round_inside_the_policy_trains_and_the_counter_sees_it(
     assert fitres.metrics["sample-epsilon"] == -1.0  # trained without DP: the ledger says so
     report = EpsilonLedger(site).report(load_site_key(site), 1e-5)
     assert report["total_epsilon"] == "inf"
+    assert read_tally(site).in_run("7") == 1  # the site counted the round it took
 
 
 def test_a_round_that_would_overspend_is_refused_after_reading_only_the_manifest(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from client.site_keys import (
 )
 from client.store import Record, StoreWriter, load_split
 from common.crypto import generate_key, load_key_file, open_file, read_header, rewrap_file, write_key_file
-from common.errors import ConfigError, IntegrityError, KeyMaterialError
+from common.errors import ConfigError, IntegrityError, KeyMaterialError, StoreError
 
 HEADER_SIZE = 88  # docs/sealed-format.md: everything after it is payload
 
@@ -239,3 +241,44 @@ def test_init_key_source_from_the_command_line(tmp_path: Path, monkeypatch: pyte
     )
     assert bad.returncode != 0 and "keys.source must be one of" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_rotation_destroys_the_old_key_file_as_shredding_does(site: SiteDir, tmp_path: Path) -> None:
+    old_bytes = site.site_key_file.read_bytes()
+    witness = tmp_path / "old-key-inode"
+    os.link(site.site_key_file, witness)  # a second name for the old key's inode, outside the site
+    rotate_site_key(site)
+    assert witness.read_bytes() != old_bytes  # the inode's bytes were overwritten, not just unlinked
+    assert len(witness.read_bytes()) == len(old_bytes)
+    leftovers = [p for p in site.keys_dir.iterdir() if old_bytes in p.read_bytes()]
+    assert leftovers == []
+    assert sorted(p.name for p in site.keys_dir.iterdir() if "site.key" in p.name) == ["site.key"]
+
+
+def test_a_key_in_a_folder_open_to_others_is_refused(site: SiteDir) -> None:
+    os.chmod(site.keys_dir, 0o755)
+    with pytest.raises(KeyMaterialError, match="chmod 700"):
+        load_site_key(site)
+    os.chmod(site.keys_dir, 0o700)
+    assert load_site_key(site).key_id  # positive control
+
+
+def _inspect(site: SiteDir, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "common.cli", "site", "inspect", "--site-dir", str(site.root), *extra],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_inspect_verify_opens_every_object_and_names_the_first_bad_one(site: SiteDir) -> None:
+    clean = _inspect(site, "--verify", "--json")
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["verified_objects"] == 5
+    shard = next(p for p, object_id in sealed_objects(site) if "shards" in object_id)
+    data = bytearray(shard.read_bytes())
+    data[-40] ^= 0x01  # one flipped bit in the last chunk of one shard
+    shard.write_bytes(bytes(data))
+    assert _inspect(site).returncode == 0  # the manifest alone still reads
+    bad = _inspect(site, "--verify")
+    assert bad.returncode == StoreError.exit_code
+    assert str(shard) in bad.stderr and "Traceback" not in bad.stderr
