@@ -8,7 +8,7 @@ N rounds. The same run config goes to
   ``flower-supernode`` processes with their node keys, in each isolation mode:
   ``subprocess`` (Flower's default, Flower's own idle waits), ``process`` (Flower's
   ``flower-superexec``), ``warm`` with Flower's waits, ``warm-timers`` with capped waits, and ``warm``
-  with capped waits and held empty answers (:mod:`common.flower_wakeups`, fedscan's default);
+  with capped waits and held empty answers (:mod:`common.flower_runtime.wakeups`, fedscan's default);
   the SuperLink's state in memory (fedscan's default) or in a SQLite file (``-sqlite``).
 
 Each run is done plain and with SecAgg+. A round's time is the ServerApp's own record (fit start to
@@ -35,8 +35,8 @@ from client.site import SiteDir
 from client.site_init import init_site
 from client.supernode import SiteKit, SiteNode, check_site
 from common.config import RunConfig
-from common.daemons import ProcessRef, free_port
-from common.flower_wakeups import HOLD_SECONDS
+from common.flower_runtime.daemons import ProcessRef, free_port
+from common.flower_runtime.wakeups import HOLD_SECONDS
 from server.deployment import run_training
 from server.run_records import read_round_records
 from simulations.cohort import generate_cohort

@@ -345,7 +345,7 @@ def site_run(
     """
     from client.site import SiteDir
     from client.supernode import SiteKit, run_site
-    from common.daemons import sigterm_as_interrupt
+    from common.flower_runtime.daemons import sigterm_as_interrupt
 
     with sigterm_as_interrupt():
         run_site(

@@ -27,7 +27,7 @@ from client.store import load_split
 from client.training import train_locally
 from common.config import RunConfig
 from common.errors import ConfigError, TrainingError
-from common.message_packing import message_packing_mod
+from common.flower_runtime.message_packing import message_packing_mod
 from common.models import LabelledArrays, Model, model_from_config
 from common.models.svm import FEATURE_MOMENTS_TASK
 
@@ -158,7 +158,8 @@ def client_fn(context: Context):  # type: ignore[no-untyped-def]
 # The site's policy first (before anything is decrypted), then SecAgg+, clipping, DP noise and the
 # epsilon ledger (client.dp_mods).
 # The audit mods wrap it all (round taken or refused) and see the plain update inside it (client.audit_mod).
-# Outermost, the transport: one wire object per model instead of one per array (common.message_packing).
+# Outermost, the transport: one wire object per model instead of one per array
+# (common.flower_runtime.message_packing).
 app = ClientApp(
     client_fn=client_fn,
     mods=[message_packing_mod, site_audit_mod, site_policy_mod, private_aggregation_mod, update_digest_mod],

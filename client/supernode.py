@@ -16,11 +16,11 @@ port on 127.0.0.1, and a node config naming the site directory; the ClientApp op
 The site only connects out: no inbound port is opened (the Runtime API listens on loopback only).
 
 Isolation, as on the server (``docs/deployment.md`` has the measurements): ``warm`` (default) runs the
-SuperNode with ``--isolation process``, a SuperExec secret, fedscan's pre-warmed executor
-(:mod:`common.warm_exec`) and idle polls capped (:mod:`common.flower_polling`); with ``hold`` (the
-default) the SuperNode holds its executor's empty ``AcquireTask`` answers until a task arrives and asks
-the SuperLink again at once after a held answer (:mod:`common.flower_wakeups`); ``process`` uses
-Flower's ``flower-superexec`` instead of the warm executor; ``subprocess`` is Flower's default. In
+SuperNode with ``--isolation process``, a SuperExec secret and fedscan's pre-warmed executor
+(:mod:`common.flower_runtime.warm_exec`); ``process`` uses Flower's ``flower-superexec`` instead;
+``subprocess`` is Flower's default. fedscan's performance adaptations (capped idle waits, held answers,
+...: :mod:`common.flower_runtime.adaptations`) apply in every mode unless the federation runs in stock
+mode (``FEDSCAN_FLOWER_RUNTIME=stock``), which also turns ``warm`` into Flower's ``subprocess``. In
 ``warm`` isolation the site runs only its installed fedscan, so bundles that carry code are refused.
 """
 
@@ -42,11 +42,12 @@ from client.site_enrolment import trust_kit_publisher
 from client.site_init import load_site_key
 from client.store import read_manifest
 from common.crypto.pki import certificate_info, node_key_fingerprint, node_public_key, read_private_file
-from common.daemons import Daemon, flower_environment, free_port
 from common.errors import ConfigError, InputError, KeyMaterialError, PolicyError, StoreError, TrainingError
 from common.federation_manifest import MANIFEST_FILE, FederationManifest
 from common.federation_manifest import read_manifest as read_federation
-from common.flower_wakeups import HOLD_SECONDS
+from common.flower_runtime.adaptations import effective_isolation, enabled
+from common.flower_runtime.daemons import Daemon, flower_environment, free_port
+from common.flower_runtime.wakeups import HOLD_SECONDS
 from common.fsio import write_atomic, write_private_atomic
 
 __all__ = ["ISOLATIONS", "ReadySite", "SiteKit", "SiteNode", "check_site", "run_site", "warm_up"]
@@ -236,6 +237,11 @@ class SiteNode:
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATIONS:
             raise ConfigError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {self.isolation!r}.")
+        self.isolation = effective_isolation(self.isolation)  # stock mode, or an ablation, may change it
+        if self.isolation == "subprocess" or not enabled("held-answers"):
+            self.hold = None
+        if not enabled("short-polls"):
+            self.max_wait = None
 
     @property
     def home(self) -> Path:
@@ -267,10 +273,10 @@ class SiteNode:
             "--kit", str(self.kit.root),
             "--isolation", self.isolation,
         ]  # fmt: skip
-        if self.max_wait is None:
-            launcher += ["--stock"]
+        if self.isolation == "subprocess":
+            launcher += ["--stock"]  # Flower's own SuperNode, as it comes (the gate stays)
         else:
-            launcher += ["--max-wait", str(self.max_wait), "--hold", str(self.hold or 0)]
+            launcher += ["--max-wait", str(self.max_wait or 0), "--hold", str(self.hold or 0)]
         return [*launcher, "flower-supernode", *args]
 
     def _trusted_entities(self) -> Path:
@@ -317,7 +323,7 @@ class SiteNode:
             env = flower_environment(self.home, {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"})
             return Daemon(f"SuperExec {self.kit.site_id}", argv, log, env)
         argv = [
-            sys.executable, "-m", "common.warm_exec",
+            sys.executable, "-m", "common.flower_runtime.warm_exec",
             "--runtime-api-address", runtime, "--task-type", "flwr-clientapp", "--insecure",
             "--auth-secret-file", str(self._secret()),
             "--parent-pid", str(node_pid),

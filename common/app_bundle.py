@@ -42,6 +42,7 @@ from common.app_identity import app_hash, source_digest
 from common.crypto.signing import SigningKey, VerifyKey
 from common.errors import ConfigError
 from common.flower_app import CLIENT_COMPONENT, SERVER_COMPONENT, write_app_manifest
+from common.flower_runtime.fab import build_fab
 from common.fsio import write_atomic
 
 __all__ = [
@@ -150,13 +151,6 @@ def _canonical(statement: Mapping[str, Any]) -> bytes:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def build_fab(app_dir: Path) -> bytes:
-    """The bundle bytes Flower's ``flwr run`` builds from ``app_dir`` (its own builder, deterministic)."""
-    from flwr.cli.build import build_fab_from_disk
-
-    return bytes(build_fab_from_disk(Path(app_dir)))
 
 
 def _app_files(app_dir: Path) -> dict[str, bytes]:

@@ -316,7 +316,7 @@ def server_run(
             f"train loss {loss}, accuracy {accuracy}, {record.round_seconds or 0:.1f} s"
         )
 
-    from common.daemons import sigterm_as_interrupt
+    from common.flower_runtime.daemons import sigterm_as_interrupt
 
     with sigterm_as_interrupt():
         outcome = run_deployment(

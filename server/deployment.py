@@ -32,9 +32,9 @@ from common import __version__
 from common.app_bundle import SignedBundle, write_signed_manifest_bundle
 from common.config import RunConfig
 from common.crypto.signing import load_signing_key
-from common.daemons import Daemon, free_port
 from common.errors import ConfigError, TrainingError
-from common.flower_wakeups import HOLD_SECONDS
+from common.flower_runtime.daemons import Daemon, free_port
+from common.flower_runtime.wakeups import HOLD_SECONDS
 from common.fsio import write_atomic
 from server.audit_trail import adopt_audit_key
 from server.provision import Federation

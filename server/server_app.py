@@ -11,26 +11,20 @@ from __future__ import annotations
 
 import io
 import logging
-import timeit
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.common import GetPropertiesIns
 from flwr.common.constant import MessageTypeLegacy
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
-from flwr.server.compat.app_utils import start_update_client_manager_thread
-from flwr.server.workflow import DefaultWorkflow
-from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
-from flwr.server.workflow.default_workflows import (
-    default_centralized_evaluation_workflow,
-    default_init_params_workflow,
-)
 
 from common.config import RunConfig
 from common.errors import ConfigError, TrainingError
-from common.message_packing import PackingGrid
+from common.flower_runtime.adaptations import enabled
+from common.flower_runtime.message_packing import PackingGrid
+from common.flower_runtime.resumable_workflow import ResumableWorkflow
 from common.models import LabelledArrays, model_from_config
 from common.models.svm import FEATURE_MOMENTS_TASK, standardiser_from_moments
 from server.audit_trail import ServerAuditTrail
@@ -40,42 +34,11 @@ from server.run_records import RunRecorder
 from server.secagg_workflow import wait_for_nodes
 from server.strategy import build_strategy
 
-__all__ = ["ResumableWorkflow", "app", "federated_standardiser", "run_training"]
+__all__ = ["app", "federated_standardiser", "run_training"]
 
 log = logging.getLogger("fedscan.server")
 
 app = ServerApp()
-
-
-class ResumableWorkflow(DefaultWorkflow):
-    """Flower's legacy DefaultWorkflow, starting at ``start_round`` instead of 1.
-
-    Rounds keep their real numbers after a resume, so the sites' per-round seeds, FedAdam's bias
-    correction, the records and the checkpoints all continue as if the run had never stopped.
-    """
-
-    def __init__(self, start_round: int = 1, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(**kwargs)
-        self.start_round = start_round
-
-    def __call__(self, grid: Grid, context: Context) -> None:
-        if not isinstance(context, LegacyContext):
-            raise TypeError(f"Expect a LegacyContext, but got {type(context).__name__}.")
-        thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
-        registered.wait()
-        try:
-            default_init_params_workflow(grid, context)
-            cfg = ConfigRecord()
-            cfg[Key.START_TIME] = timeit.default_timer()
-            context.state.config_records[MAIN_CONFIGS_RECORD] = cfg
-            for current_round in range(self.start_round, context.config.num_rounds + 1):
-                cfg[Key.CURRENT_ROUND] = current_round
-                self.fit_workflow(grid, context)
-                default_centralized_evaluation_workflow(grid, context)
-                self.evaluate_workflow(grid, context)
-        finally:
-            stop.set()
-            thread.join()
 
 
 def federated_standardiser(grid: Grid, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -193,5 +156,6 @@ def run_training(grid: Grid, context: Context) -> RunRecorder:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    # Packs each model into one wire object; the sites' ClientApp unpacks (common.message_packing).
-    run_training(PackingGrid(grid), context)
+    # Packs each model into one wire object; the sites' ClientApp unpacks
+    # (common.flower_runtime.message_packing; off in stock mode).
+    run_training(PackingGrid(grid) if enabled("message-packing") else grid, context)

@@ -11,17 +11,16 @@ Flower lists node ids, never keys, so this is the only way to unregister a key l
 the SuperExec secret, logs, ``superlink.json`` while a SuperLink runs, and the database if one is asked
 for (by default Flower keeps its state in memory; see :class:`SuperLink`).
 
-Isolation (how the ServerApp process is started; ``docs/deployment.md`` has the measurements):
-
 Every SuperLink runs through fedscan's launcher (:mod:`common.flower_runtime.launcher`), which puts the
 control-plane gate in front of Flower's app: peers off the coordinator's loopback reach only the Fleet API
-(:mod:`common.flower_runtime.control_gate`).
+(:mod:`common.flower_runtime.control_gate`), and applies fedscan's performance adaptations
+(:mod:`common.flower_runtime.adaptations`) unless the federation runs in stock mode.
+
+Isolation (how the ServerApp process is started; ``docs/deployment.md`` has the measurements):
 
 * ``warm`` (default): ``--isolation process`` and fedscan's pre-warmed executor
-  (:mod:`common.warm_exec`) with the ServerApp's idle polls capped (:mod:`common.flower_polling`),
-  and the SuperLink holding empty poll answers until there is news (:mod:`common.flower_wakeups`)
-  and skipping Control-API middleware on Fleet and Runtime requests (:mod:`common.superlink_middleware`,
-  in both process modes);
+  (:mod:`common.flower_runtime.warm_exec`); in stock mode (``FEDSCAN_FLOWER_RUNTIME=stock``) it becomes
+  Flower's ``subprocess``;
 * ``process``: ``--isolation process`` and Flower's own ``flower-superexec``;
 * ``subprocess``: Flower's default, the SuperLink starts its own SuperExec.
 
@@ -44,9 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.daemons import Daemon, flower_environment, wait_for_port
 from common.errors import ConfigError, FedscanError, TrainingError
-from common.flower_wakeups import HOLD_SECONDS
+from common.flower_runtime.adaptations import effective_isolation, enabled
+from common.flower_runtime.daemons import Daemon, flower_environment, wait_for_port
+from common.flower_runtime.wakeups import HOLD_SECONDS
 from common.fsio import write_atomic, write_private_atomic
 from server.coordinator_audit import record_registrations
 from server.provision import Federation
@@ -103,7 +103,7 @@ class SuperLink:
     hold
         Seconds the SuperLink holds an empty answer to a poll (messages for a site, the sites'
         replies, a message part not uploaded yet) and answers as soon as there is news
-        (:mod:`common.flower_wakeups`); ``None`` answers at once, as stock Flower. Off with
+        (:mod:`common.flower_runtime.wakeups`); ``None`` answers at once, as stock Flower. Off with
         ``subprocess`` isolation, which stays Flower's default throughout.
     database
         SQLite file for the SuperLink's state (runs, registrations, message objects), or ``None`` for
@@ -129,9 +129,9 @@ class SuperLink:
         self.fed = fed
         self.listen_host = listen_host
         self.port = port or fed.port
-        self.isolation = isolation
+        self.isolation = effective_isolation(isolation)  # stock mode, or an ablation, may change it
         self.max_wait = max_wait
-        self.hold = hold if isolation != "subprocess" else None
+        self.hold = hold if self.isolation != "subprocess" and enabled("held-answers") else None
         self.database = Path(database).resolve() if database is not None else None
         self.state = _state_dir(fed)
         self.flwr_home = self.state / "flwr-home"
@@ -213,7 +213,7 @@ class SuperLink:
             env = flower_environment(self.flwr_home, {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"})
             return Daemon("SuperExec", argv, self.logs / "executor.log", env)
         argv = [
-            sys.executable, "-m", "common.warm_exec",
+            sys.executable, "-m", "common.flower_runtime.warm_exec",
             "--runtime-api-address", runtime,
             "--task-type", "flwr-serverapp",
             "--root-certificates", str(self.fed.ca_certificate),

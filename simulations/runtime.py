@@ -1,24 +1,22 @@
 """Run a federation on one machine with Flower's simulation engine (Ray), in this process.
 
-Flower's public ``run_simulation`` cannot carry a run config, and ``flwr run`` starts a detached local
-SuperLink daemon and needs the project source tree. We use the engine's programmatic entry point
-(``flwr.simulation.run_simulation._run_simulation``), giving the ServerApp a Context with the run config
-and every virtual SuperNode the same config through the Run's override config: the same ServerApp and
-ClientApp that a deployment runs, with the same configuration path. This module is the only place
-that touches that private seam (a test checks the config arrives on both sides), and Ray is shut down
-when the run ends, so no process is left behind.
+The same ServerApp and ClientApp that a deployment runs, with the same configuration path, through the
+engine's programmatic entry point (:mod:`common.flower_runtime.simulation_engine`, the one place that
+touches that private seam). Ray is shut down when the run ends, so no process is left behind.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulations.engine_latency import prompt_message_handoff
+from common.flower_runtime.adaptations import enabled
+from common.flower_runtime.engine_latency import prompt_message_handoff
+from common.flower_runtime.simulation_engine import run_engine
 from simulations.flower_env import quiet_flower
 
 __all__ = ["SimulationOutcome", "run_federation"]
@@ -45,8 +43,6 @@ def run_federation(
     ``out-dir``. At most ``concurrent_sites`` ClientApps train at once (default: one per core).
     """
     quiet_flower()
-    # `flwr.simulation.run_simulation` is also a function re-exported by the package: import the module.
-    engine = importlib.import_module("flwr.simulation.run_simulation")
 
     from client.client_app import app as client_app
     from common.config import RunConfig
@@ -59,18 +55,6 @@ def run_federation(
     cores = os.cpu_count() or 1
     concurrent = max(1, min(concurrent_sites or cores, num_sites))
 
-    # The same Run the engine builds for itself when given none, plus our run config.
-    run_id = engine.generate_rand_int_from_bytes(engine.RUN_ID_NUM_BYTES)
-    run = engine.Run.create_empty(run_id=run_id)
-    run.primary_task_id = engine.generate_rand_int_from_bytes(engine.TASK_ID_NUM_BYTES)
-    run.federation_id = engine.NOOP_FEDERATION_ID
-    run.override_config = dict(run_config)
-    engine.TaskIdentity.task_id = 1
-    engine.TaskIdentity.run_id = run_id
-    engine.TaskIdentity.node_id = engine.SUPERLINK_NODE_ID
-    server_context = engine.Context(
-        run_id=run_id, node_id=0, node_config={}, state=engine.RecordDict(), run_config=dict(run_config)
-    )
     backend_config = {
         "client_resources": {"num_cpus": max(1, cores // concurrent), "num_gpus": 0.0},
         "init_args": {
@@ -89,19 +73,17 @@ def run_federation(
         logging.getLogger("flwr").setLevel(logging.WARNING)
     with (
         tempfile.TemporaryDirectory(prefix="fedscan-app-") as app_dir,
-        prompt_message_handoff(),  # no 0.1 s timer between the ServerApp and the actors
+        # No 0.1 s timer between the ServerApp and the actors (off in stock mode).
+        prompt_message_handoff() if enabled("prompt-handoff") else contextlib.nullcontext(),
     ):
         write_app_manifest(Path(app_dir))
-        engine._run_simulation(
-            num_supernodes=num_sites,
-            exit_event=engine.EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client_app,
+        run_engine(
             server_app=server_app,
-            backend_config=backend_config,  # type: ignore[arg-type]
-            server_app_context=server_context,
-            app_dir=app_dir,
-            is_app=True,  # makes every SuperNode fuse the run's config over the app's defaults
-            run=run,
-            verbose_logging=verbose,
+            client_app=client_app,
+            num_sites=num_sites,
+            run_config=dict(run_config),
+            backend_config=backend_config,
+            app_dir=Path(app_dir),
+            verbose=verbose,
         )
     return SimulationOutcome(out_dir=Path(config.out_dir), num_sites=num_sites)

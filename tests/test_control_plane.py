@@ -30,7 +30,7 @@ from client.supernode import SiteKit, SiteNode, check_site
 from common.app_bundle import build_fab, sign_app_dir
 from common.crypto.pki import new_node_key
 from common.crypto.signing import generate_signing_key, load_signing_key
-from common.daemons import ProcessRef, free_port
+from common.flower_runtime.daemons import ProcessRef, free_port
 from server.coordinator_audit import coordinator_log_file
 from server.deployment import run_training
 from server.provision import Federation

@@ -8,6 +8,7 @@ PID in its teardown; each test checks that none is left.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import signal
 import subprocess
@@ -26,9 +27,10 @@ from client.site_init import init_site
 from client.supernode import SiteKit, SiteNode, check_site
 from common.config import RunConfig
 from common.crypto.pki import new_node_key, write_new_private_file
-from common.daemons import Daemon, ProcessRef, free_port
 from common.enrolment import read_request
 from common.errors import TrainingError
+from common.flower_runtime.adaptations import RUNTIME_ENV
+from common.flower_runtime.daemons import Daemon, ProcessRef, free_port
 from common.models import model_from_config
 from server.deployment import run_training
 from server.provision import Federation, add_site, revoke_site
@@ -81,9 +83,13 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "common.cli", *args]
 
 
+@pytest.mark.parametrize("runtime", ["fedscan", "stock"])
 def test_cli_provision_server_run_and_three_sites_train_two_secagg_rounds(
-    sites: list[SiteDir], tmp_path: Path
+    sites: list[SiteDir], tmp_path: Path, runtime: str
 ) -> None:
+    """The whole CLI path, with fedscan's adaptations of Flower and in stock mode (none of them: Flower's
+    own code paths and isolation; the security gates stay on)."""
+    env = {**os.environ, RUNTIME_ENV: runtime}
     fed_dir, out_dir = tmp_path / "fed", tmp_path / "run"
     port = free_port()
     requests = []
@@ -108,6 +114,7 @@ def test_cli_provision_server_run_and_three_sites_train_two_secagg_rounds(
         _cli("server", "run", "--kit", str(fed_dir / "server"), "--listen", "127.0.0.1", *sets,
              "--out-dir", str(out_dir), "--wait-for-sites", "240", "--timeout", "600"),
         tmp_path / "server.log",
+        env,
     )  # fmt: skip
     site_runs: list[Daemon] = []
     seen: list[ProcessRef] = []
@@ -121,6 +128,7 @@ def test_cli_provision_server_run_and_three_sites_train_two_secagg_rounds(
                 f"site run {site.root.name}",
                 _cli("site", "run", "--site-dir", str(site.root), "--kit", str(kit)),
                 tmp_path / f"{site.root.name}.log",
+                env,
             )
             site_runs.append(daemon.start())
 
@@ -152,6 +160,15 @@ def test_cli_provision_server_run_and_three_sites_train_two_secagg_rounds(
     log = server.log_file.read_text()
     assert "round 2:" in log and "finished:completed" in log
     assert (out_dir / "serverapp.log").stat().st_size > 0
+    superlink_log = (fed_dir / "server" / "state" / "logs" / "superlink.log").read_text()
+    supernode_log = (sites[0].root / "flower" / "logs" / "supernode.log").read_text()
+    assert "security gates: flwr.superlink.main.create_app" in superlink_log  # on in both modes
+    assert "security gates: flwr.supernode.start_client_internal" in supernode_log
+    if runtime == "stock":
+        assert "adaptations all off (stock mode)" in superlink_log
+        assert "adaptations all off (stock mode)" in supernode_log
+    else:
+        assert "superlink: adaptations on: warm-executor, held-answers" in superlink_log
 
 
 # ---- negative tests, sharing one live SuperLink ---------------------------------------------------

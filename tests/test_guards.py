@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import tomllib
@@ -163,3 +164,28 @@ def test_simulations_switch_flower_telemetry_and_update_checks_off(monkeypatch: 
     assert os.environ["FLWR_TELEMETRY_ENABLED"] == "0"
     assert os.environ["FLWR_DISABLE_UPDATE_CHECK"] == "1"
     assert os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
+
+
+#: Flower's internals (not its app-facing API): only common/flower_runtime/ may touch them, so that an
+#: upgrade of Flower is a review of that one package.
+_FLOWER_INTERNALS = re.compile(
+    r"flwr\.(cli|proto|supercore|superlink|supernode|server\.superlink|server\.compat\.app_utils"
+    r"|simulation\.run_simulation)\b"
+)
+#: Known exceptions, each with its reason; the list only shrinks.
+_INTERNALS_ALLOWED = {
+    "client/dp_mods.py": "Flower's own DP helpers (flwr.supercore.differential_privacy), used as a library",
+}
+
+
+def test_flowers_internals_are_touched_only_in_the_flower_runtime_package() -> None:
+    offenders = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative.startswith("common/flower_runtime/") or relative in _INTERNALS_ALLOWED:
+                continue
+            found = sorted({m.group(0) for m in _FLOWER_INTERNALS.finditer(path.read_text())})
+            if found:
+                offenders.append(f"{relative}: {', '.join(found)}")
+    assert not offenders, "\n".join(offenders)

@@ -7,9 +7,10 @@ Every SuperLink and SuperNode fedscan starts goes through :func:`launch`:
    gate (:mod:`.control_gate`), and for a SuperNode the bundle gate its site supplies (:mod:`.bundle_gate`);
    the SuperLink must be started with TLS and SuperNode authentication, and Flower's legacy gRPC
    listeners (switched on by internal environment variables) are switched off;
-3. with ``performance`` (the default), fedscan's pace adaptations are applied (capped idle waits, held
-   poll answers, wider transfers, leaner middleware); in *stock* mode none is, and the process runs
-   Flower's own code paths apart from the gates;
+3. fedscan's performance adaptations of the process's role are applied
+   (:mod:`common.flower_runtime.adaptations`: all of them, or none in stock mode or on another Flower,
+   or all but those an ablation leaves out); in *stock* mode the process runs Flower's own code paths
+   apart from the gates;
 4. Flower's own command-line entry point runs with the remaining arguments.
 
 What was applied is printed on one line to standard error (the process's log), so a log always says
@@ -29,6 +30,7 @@ from typing import Final, NoReturn
 
 from common.errors import ConfigError
 from common.flower_runtime import flower_version, require_supported
+from common.flower_runtime.adaptations import RUNTIME_ENV, apply
 
 __all__ = ["COMMANDS", "LEGACY_GRPC_SWITCHES", "launch", "main", "parse_pace"]
 
@@ -43,27 +45,40 @@ def _require_flag(args: Sequence[str], flag: str, why: str) -> None:
         raise ConfigError(f"Refusing to start the SuperLink without {flag}: {why}.")
 
 
-def _performance(role: str, max_wait: float, hold: float) -> list[str]:
-    from common import (
-        flower_transfers,
-        flower_wakeups,
+def _appliers(role: str, max_wait: float, hold: float) -> dict[str, Callable[[], list[str]]]:
+    """How each performance adaptation of a SuperLink or SuperNode process is applied."""
+    from common.flower_runtime import (
         inline_dependencies,
         superlink_middleware,
+        transfers,
         unary_dispatch,
+        wakeups,
     )
-    from common.flower_polling import shorten_polls
+    from common.flower_runtime.polling import shorten_polls
+    from common.flower_runtime.startup_heap import freeze_startup_heap
 
-    changed: list[str] = []
-    if hold > 0:
-        changed += flower_wakeups.hold_empty_answers(role, hold)
-    changed += inline_dependencies.inline_flower_dependencies()
+    def held() -> list[str]:
+        return wakeups.hold_empty_answers(role, hold) if hold > 0 else []
+
+    def frozen() -> list[str]:
+        return [f"start-up heap frozen ({freeze_startup_heap()} objects)"]
+
+    appliers: dict[str, Callable[[], list[str]]] = {
+        "warm-executor": lambda: [],  # the isolation mode the caller chose (adaptations.effective_isolation)
+        "held-answers": held,
+        "inline-dependencies": inline_dependencies.inline_flower_dependencies,
+        "startup-heap": frozen,  # last: every import done
+    }
     if role == "superlink":
-        changed += superlink_middleware.skip_idle_middleware()
+        appliers["lean-middleware"] = superlink_middleware.skip_idle_middleware
     else:
-        changed += shorten_polls("supernode", max_wait, held_after=hold / 2 if hold > 0 else None)
-        changed += flower_transfers.widen_object_transfers()
-        changed += unary_dispatch.buffer_supernode_app()
-    return changed
+        held_after = hold / 2 if hold > 0 else None
+        appliers["short-polls"] = lambda: (
+            shorten_polls("supernode", max_wait, held_after=held_after) if max_wait > 0 else []
+        )
+        appliers["wide-transfers"] = transfers.widen_object_transfers
+        appliers["unary-dispatch"] = unary_dispatch.buffer_supernode_app
+    return appliers
 
 
 def launch(
@@ -96,27 +111,23 @@ def launch(
             os.environ.pop(switch, None)
         applied.append(install_control_gate())
     applied += [gate() for gate in gates]
-    paced = _performance(role, max_wait, hold) if performance else []
-    mode = (
-        f"pace: wait cap {max_wait} s, hold {hold} s, in "
-        f"{', '.join(paced) or 'nothing (not the layout read)'}"
-        if performance
-        else "stock mode: no performance adaptation"
-    )
+    if not performance:
+        os.environ[RUNTIME_ENV] = "stock"  # this process and every process it starts
+    # Flower's entry point is imported before the adaptations (which patch what it will call) so that
+    # the start-up heap is frozen with every import done.
+    if role == "supernode":
+        from flwr.supernode.cli import flower_supernode as serve
+    else:
+        from flwr.superlink.cli import flower_superlink as serve
+    changed = apply(role, _appliers(role, max_wait, hold))
     print(
-        f"fedscan: Flower {flower_version()} {command}; security gates: {'; '.join(applied)}; {mode}",
+        f"fedscan: Flower {flower_version()} {command}; security gates: {'; '.join(applied)}; "
+        f"pace: wait cap {max_wait} s, hold {hold} s; changed: {', '.join(changed) or 'nothing'}",
         file=sys.stderr,
         flush=True,
     )
     # Flower parses sys.argv itself and names its exit events after the command.
     sys.argv = [command, *flower_args]
-    if role == "supernode":
-        from flwr.supernode.cli import flower_supernode as serve
-    else:
-        from flwr.superlink.cli import flower_superlink as serve
-    from common.startup_heap import freeze_startup_heap
-
-    freeze_startup_heap()  # imports done: the collector need not walk them while serving
     serve()
     sys.exit(0)
 
@@ -124,7 +135,9 @@ def launch(
 def parse_pace(parser: argparse.ArgumentParser) -> None:
     """Add the pace options shared by the SuperLink and SuperNode launchers to ``parser``."""
     parser.add_argument("--stock", action="store_true", help="No performance adaptation (gates stay on).")
-    parser.add_argument("--max-wait", type=float, default=0.2, help="Longest idle wait, in seconds.")
+    parser.add_argument(
+        "--max-wait", type=float, default=0.2, help="Longest idle wait, in seconds (0: Flower's own waits)."
+    )
     parser.add_argument("--hold", type=float, default=0.0, help="Hold empty answers this long (0: off).")
 
 

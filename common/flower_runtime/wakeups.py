@@ -3,7 +3,7 @@
 In Flower 1.42's deployment engine every hand-over is a poll: a SuperNode asks the SuperLink for a
 message, the executor asks its SuperNode for a task, the ServerApp asks the SuperLink for the sites'
 replies, and whoever pulls a message's objects asks again until each one is uploaded. An empty answer
-sends the poller to sleep (capped by :mod:`common.flower_polling`), so each hand-over waits half a
+sends the poller to sleep (capped by :mod:`common.flower_runtime.polling`), so each hand-over waits half a
 polling interval on average, several times per exchange, and every empty answer is an authenticated
 HTTPS request that the SuperLink and the sites pay for on the same cores as the training.
 
@@ -16,7 +16,7 @@ ServerApp's when a reply is, an executor's when a task is (a state change about 
 not make it look again). The answer is then exactly the one Flower would have
 given on the next poll, only sooner; the handler is called again, unchanged, to produce it. A holding
 server is told apart by the poller from the time an empty answer took
-(:class:`~common.flower_polling.PollClock` ``held_after``), so a site polling a stock SuperLink keeps
+(:class:`~common.flower_runtime.polling.PollClock` ``held_after``), so a site polling a stock SuperLink keeps
 its timer.
 
 Patched in the process that calls it, and only where Flower 1.42 keeps these functions; another

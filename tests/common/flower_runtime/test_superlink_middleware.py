@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from common.superlink_middleware import API_OF_MIDDLEWARE
+from common.flower_runtime.superlink_middleware import API_OF_MIDDLEWARE
 
 # Builds Flower's own SuperLink app twice in one interpreter, stock and with the one-API middleware
 # skipped outside its API, and sends both the same requests through httpx's ASGI transport.
@@ -16,7 +16,7 @@ from flwr.proto.fleet_pb2 import PullMessagesRequest
 from flwr.proto.node_pb2 import Node
 from flwr.superlink import main as superlink_main
 
-from common.superlink_middleware import skip_idle_middleware
+from common.flower_runtime.superlink_middleware import skip_idle_middleware
 
 stock = superlink_main.create_app()
 wrapped = skip_idle_middleware()
@@ -72,7 +72,7 @@ _OTHER_RELEASE = """
 import flwr.supercore.version as version
 version.package_version = "1.43.0"
 from flwr.superlink import main as superlink_main
-from common.superlink_middleware import skip_idle_middleware
+from common.flower_runtime.superlink_middleware import skip_idle_middleware
 print(skip_idle_middleware(), superlink_main._get_middleware.__name__)
 """
 
@@ -89,7 +89,7 @@ import asyncio, json
 import httpx
 from flwr.superlink import main as superlink_main
 
-from common.superlink_middleware import skip_idle_middleware
+from common.flower_runtime.superlink_middleware import skip_idle_middleware
 
 class Recorder:
     def __init__(self):

@@ -14,11 +14,11 @@ requests on the same two cores as the training.
 the functions and classes listed in :data:`INLINE_DEPENDENCIES`, whose code in Flower 1.42 was read:
 attribute and dictionary look-ups, header parsing, an HMAC check, and the state's token look-up,
 an in-memory dict or one indexed SQLite query). Every other dependency, and every handler (some of
-which hold a poll for a second, :mod:`common.flower_wakeups`), still runs in the thread pool. What
+which hold a poll for a second, :mod:`common.flower_runtime.wakeups`), still runs in the thread pool. What
 each dependency computes, raises and returns is unchanged; only the thread it runs on differs.
 
 Patched in the process that calls it (fedscan's launcher for ``flower-superlink`` and
-``flower-supernode``, :mod:`common.flower_polling`), only on Flower 1.42; another Flower or a FastAPI
+``flower-supernode``, :mod:`common.flower_runtime.polling`), only on Flower 1.42; another Flower or a FastAPI
 that no longer runs dependencies through ``run_in_threadpool`` is left alone.
 """
 
@@ -28,10 +28,10 @@ import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-__all__ = ["CHECKED_FLOWER", "INLINE_DEPENDENCIES", "inline_flower_dependencies"]
+from common.flower_runtime import is_supported
 
-#: The Flower release whose dependencies were read.
-CHECKED_FLOWER: Final = "1.42."
+__all__ = ["INLINE_DEPENDENCIES", "inline_flower_dependencies"]
+
 #: Flower 1.42's quick Fleet and Runtime dependencies: module -> names (functions, or classes whose
 #: instances are the dependency).
 INLINE_DEPENDENCIES: Final[dict[str, tuple[str, ...]]] = {
@@ -55,13 +55,11 @@ def inline_flower_dependencies() -> list[str]:
 
     Returns the dependencies made inline (empty if Flower is not 1.42 or not laid out as it). Idempotent.
     """
+    if not is_supported():
+        return []
     try:
-        from flwr.supercore.version import package_version
-
         fastapi_utils = importlib.import_module(_FASTAPI_MODULE)
     except ImportError:
-        return []
-    if not package_version.startswith(CHECKED_FLOWER):
         return []
     pooled: Callable[..., Awaitable[Any]] | None = getattr(fastapi_utils, "run_in_threadpool", None)
     if pooled is None:

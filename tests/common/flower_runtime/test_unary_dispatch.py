@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from common.unary_dispatch import UnaryDispatchMiddleware, buffered, is_unary_request
+from common.flower_runtime.unary_dispatch import UnaryDispatchMiddleware, buffered, is_unary_request
 
 UNARY = "/v1/runtime/pull-task-input"  # a Flower 1.42 Runtime protobuf route
 FAILING = "/v1/runtime/push-task-output"
@@ -107,7 +107,7 @@ from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supernode import main as supernode_main
 from flwr.supernode.nodestate import NodeStateFactory
 
-from common.unary_dispatch import buffer_supernode_app
+from common.flower_runtime.unary_dispatch import buffer_supernode_app
 
 stock = supernode_main.create_app(state_factory=NodeStateFactory(ObjectStoreFactory()))
 patched = buffer_supernode_app()
@@ -154,7 +154,7 @@ _OTHER_RELEASE = """
 import flwr.supercore.version as version
 version.package_version = "1.43.0"
 from flwr.supernode import main as supernode_main
-from common.unary_dispatch import buffer_supernode_app
+from common.flower_runtime.unary_dispatch import buffer_supernode_app
 print(buffer_supernode_app(), supernode_main.create_app.__name__)
 """
 

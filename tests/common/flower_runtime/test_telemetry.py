@@ -12,7 +12,7 @@ import os
 os.environ.update(FLWR_TELEMETRY_ENABLED="{enabled}", FLWR_TELEMETRY_LOGGING="0")  # read at Flower's import
 import json, platform
 from flwr.supercore import telemetry
-from common.flower_telemetry import skip_unsent_telemetry
+from common.flower_runtime.telemetry import skip_unsent_telemetry
 
 runs = [0]
 architecture = platform.architecture

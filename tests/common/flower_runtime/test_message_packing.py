@@ -1,4 +1,7 @@
-"""Packing a message's content into one wire record, and back, exactly (common.message_packing)."""
+"""Packing a message's content into one wire record, and back, exactly.
+
+The adaptation is common.flower_runtime.message_packing.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,14 @@ from flwr.compat.common.recorddict_compat import parameters_to_arrayrecord
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from common import message_packing
-from common.message_packing import PACKED_RECORD, is_packed, message_packing_mod, pack_content, unpack_content
+from common.flower_runtime import message_packing
+from common.flower_runtime.message_packing import (
+    PACKED_RECORD,
+    is_packed,
+    message_packing_mod,
+    pack_content,
+    unpack_content,
+)
 
 
 def _model_like() -> list[np.ndarray]:

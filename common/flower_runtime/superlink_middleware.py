@@ -18,9 +18,9 @@ log layers also hand every request on while no event-log plugin is configured (F
 then they are skipped on their own API too. Error translation and protobuf translation still run on
 every request, and the Fleet API's node authentication on every Fleet request.
 The layers that run on a Fleet or Runtime request then run in-task, without Starlette's streaming
-plumbing (:mod:`common.unary_dispatch`: those routes answer with one message).
+plumbing (:mod:`common.flower_runtime.unary_dispatch`: those routes answer with one message).
 
-Patched in the process that calls it (fedscan's launcher, :mod:`common.flower_polling`), before the
+Patched in the process that calls it (fedscan's launcher, :mod:`common.flower_runtime.polling`), before the
 SuperLink builds its app, and only on Flower 1.42 (whose code was read for what each layer does: one
 of them is node authentication, so a newer Flower is not assumed to behave the same); another Flower
 is left alone and the caller told, so the worst case is Flower's own speed.
@@ -35,19 +35,17 @@ from typing import Any, Final
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.unary_dispatch import buffered, buffered_factory, request_path
+from common.flower_runtime import is_supported
+from common.flower_runtime.unary_dispatch import buffered, buffered_factory, request_path
 
 __all__ = [
     "API_OF_MIDDLEWARE",
-    "CHECKED_FLOWER",
     "PLUGIN_OF_MIDDLEWARE",
     "OneApiMiddleware",
     "skip_idle_middleware",
 ]
 
 _APP_MODULE: Final = "flwr.superlink.main"
-#: The Flower release whose middleware was read for :data:`API_OF_MIDDLEWARE`; others are left alone.
-CHECKED_FLOWER: Final = "1.42."
 #: Flower 1.42's SuperLink middleware that acts on one API only, by class name: that API's path prefix.
 API_OF_MIDDLEWARE: Final[dict[str, str]] = {
     "ControlSensitiveResponseMiddleware": "/v1/control/",
@@ -122,18 +120,17 @@ def skip_idle_middleware() -> list[str]:
     """Make the SuperLink built in this process skip one-API middleware outside its API.
 
     The middleware that still runs on a Fleet or Runtime request runs in-task on it
-    (:class:`common.unary_dispatch.UnaryDispatchMiddleware`).
+    (:class:`common.flower_runtime.unary_dispatch.UnaryDispatchMiddleware`).
 
     Returns the names of the middleware classes wrapped (empty if Flower is not laid out as 1.42 is).
     Idempotent.
     """
+    if not is_supported():
+        return []  # what a middleware does is read from Flower's code, version by version
     try:
         module = importlib.import_module(_APP_MODULE)
-        from flwr.supercore.version import package_version
     except ImportError:
         return []
-    if not package_version.startswith(CHECKED_FLOWER):
-        return []  # what a middleware does is read from Flower's code, version by version
     build: Callable[[], list[Middleware]] | None = getattr(module, "_get_middleware", None)
     if build is None:
         return []

@@ -7,14 +7,14 @@ from collections.abc import Callable
 
 import pytest
 
-from common.flower_transfers import TRANSFER_WORKERS, widen_object_transfers
+from common.flower_runtime.transfers import TRANSFER_WORKERS, widen_object_transfers
 
 # Flower's pull_objects and push_object_contents_from_iterable with a transfer that takes 0.1 s and
 # records how many run at once (the network is the only thing stood in for), before and after.
 _CONCURRENCY = """
 import json, threading, time
 from flwr.supercore.inflatable import inflatable_utils as transfers
-from common.flower_transfers import widen_object_transfers
+from common.flower_runtime.transfers import widen_object_transfers
 
 def most_at_once(move):
     lock, now, peak = threading.Lock(), [0], [0]

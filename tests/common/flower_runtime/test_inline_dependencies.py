@@ -16,7 +16,7 @@ from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supernode import main as supernode_main
 from flwr.supernode.nodestate import NodeStateFactory
 
-from common.inline_dependencies import inline_flower_dependencies
+from common.flower_runtime.inline_dependencies import inline_flower_dependencies
 
 class NotingFactory(NodeStateFactory):
     threads = []
@@ -89,7 +89,7 @@ _OTHER_RELEASE = """
 import flwr.supercore.version as version
 version.package_version = "1.43.0"
 import fastapi.dependencies.utils as utils
-from common.inline_dependencies import inline_flower_dependencies
+from common.flower_runtime.inline_dependencies import inline_flower_dependencies
 print(inline_flower_dependencies(), utils.run_in_threadpool.__module__)
 """
 

@@ -18,8 +18,8 @@ request (its body replayed to the app behind it, as Starlette does), and sees th
 status, headers and body; an exception behind a layer reaches it as it does through Starlette.
 
 Patched only on Flower 1.42, whose routes were read for this, in the processes fedscan starts
-(:mod:`common.flower_polling`): the SuperNode's app through :func:`buffer_supernode_app`, the
-SuperLink's through :mod:`common.superlink_middleware`. Another Flower is left alone.
+(:mod:`common.flower_runtime.polling`): the SuperNode's app through :func:`buffer_supernode_app`, the
+SuperLink's through :mod:`common.flower_runtime.superlink_middleware`. Another Flower is left alone.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.flower_runtime import is_supported
+
 __all__ = [
-    "CHECKED_FLOWER",
     "UNARY_PREFIXES",
     "UnaryDispatchMiddleware",
     "buffer_supernode_app",
@@ -48,8 +49,6 @@ __all__ = [
 ]
 
 #: The Flower release whose routes were read (every Fleet and Runtime protobuf route is unary).
-CHECKED_FLOWER: Final = "1.42."
-#: The APIs whose protobuf routes answer with one message.
 UNARY_PREFIXES: Final = ("/v1/fleet/", "/v1/runtime/")
 _PATH_KEY: Final = "fedscan.url_path"
 _SUPERNODE_APP_MODULE: Final = "flwr.supernode.main"
@@ -170,12 +169,8 @@ def buffered_factory(cls: Callable[..., ASGIApp]) -> Callable[..., ASGIApp]:
 
 
 def flower_checked() -> bool:
-    """Whether the installed Flower is the release whose routes were read."""
-    try:
-        from flwr.supercore.version import package_version
-    except ImportError:
-        return False
-    return package_version.startswith(CHECKED_FLOWER)
+    """Whether the installed Flower is the release whose routes were read (the package's one gate)."""
+    return is_supported()
 
 
 def buffer_supernode_app() -> list[str]:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from common.daemons import FLOWER_ENV, Daemon, ProcessRef, flower_environment, free_port, wait_for_port
+from common.flower_runtime.daemons import (
+    FLOWER_ENV,
+    Daemon,
+    ProcessRef,
+    flower_environment,
+    free_port,
+    wait_for_port,
+)
 
 # A parent that starts a child in its own session (as a SuperLink starts its SuperExec) and a plain
 # grandchild, then ignores SIGTERM: everything must still end.

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from common.flower_polling import POLL_MODULES, PollClock, shorten_polls
+from common.flower_runtime.polling import POLL_MODULES, PollClock, shorten_polls
 
 
 def test_poll_clock_caps_sleep_and_keeps_the_rest_of_time() -> None:
@@ -48,7 +48,7 @@ def test_a_busy_supernode_looks_for_its_own_replies_more_often_than_it_asks_the_
 
 def test_shorten_polls_patches_flowers_waits_in_a_fresh_process(fresh_python: Callable[[str], str]) -> None:
     code = (
-        "from common.flower_polling import shorten_polls\n"
+        "from common.flower_runtime.polling import shorten_polls\n"
         "changed = shorten_polls('serverapp', 0.1)\n"
         "import flwr.superlink.grid.http_grid as g\n"
         "from flwr.supercore.inflatable import inflatable_utils as u\n"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 # cycle, frozen; then a cycle made while serving.
 _FREEZE = """
 import gc, json, weakref
-from common.startup_heap import freeze_startup_heap
+from common.flower_runtime.startup_heap import freeze_startup_heap
 
 class Node:
     pass

@@ -17,14 +17,15 @@ does not wait for ``fork()`` either.
 
 Safety of ``fork()`` here: the parent never starts a thread and never runs a torch operation (torch's
 OpenMP pool must not exist before a fork), it only imports (and then freezes what it imported out of the
-garbage collector's reach, :mod:`common.startup_heap`); it holds no data and no keys. Its HTTP
+garbage collector's reach, :mod:`common.flower_runtime.startup_heap`); it holds no data and no keys. Its HTTP
 client is used by the parent alone. With ``--auth-secret-file`` the executor signs ``AcquireTask``
 with Flower's SuperExec authentication, so no other local process can take a task (Flower honours the
 secret only in process isolation).
 
-Run: ``python -m common.warm_exec --runtime-api-address 127.0.0.1:PORT --task-type flwr-clientapp
---insecure --warm-up client.supernode:warm_up --parent-pid PID``. Stops on SIGTERM/SIGINT or when the parent
-process is gone, terminating its running tasks by PID, each wait bounded.
+Run: ``python -m common.flower_runtime.warm_exec --runtime-api-address 127.0.0.1:PORT
+--task-type flwr-clientapp --insecure --warm-up client.supernode:warm_up --parent-pid PID``. Stops on
+SIGTERM/SIGINT or when the parent process is gone, terminating its running tasks by PID, each wait
+bounded.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.startup_heap import freeze_startup_heap
+from common.flower_runtime.startup_heap import freeze_startup_heap
 
 __all__ = ["TASK_TYPES", "WarmExecutor", "import_task_preparation", "main"]
 
@@ -67,7 +68,8 @@ class WarmExecutor:
         Seconds between ``AcquireTask`` calls within ``busy_window`` seconds of the last task, when
         the next one is likely close (the next stage or round); ``idle_poll`` seconds otherwise.
     max_wait
-        Cap on the idle waits inside each task (:mod:`common.flower_polling`); ``None`` keeps Flower's.
+        Cap on the idle waits inside each task (:mod:`common.flower_runtime.polling`); ``None`` keeps
+        Flower's.
     """
 
     def __init__(
@@ -238,19 +240,30 @@ class WarmExecutor:
         _say(f"task process {pid} started")
 
     def _prepare_task(self) -> None:
-        """In a spare child, before its task: default signals, unsent telemetry skipped, fedscan's waits
-        and transfers."""
-        from common.flower_telemetry import skip_unsent_telemetry
+        """In a spare child, before its task: default signals, and the task role's adaptations (unsent
+        telemetry skipped, fedscan's waits and transfers: :mod:`common.flower_runtime.adaptations`)."""
+        from common.flower_runtime.adaptations import apply
+        from common.flower_runtime.polling import shorten_polls
+        from common.flower_runtime.telemetry import skip_unsent_telemetry
+        from common.flower_runtime.transfers import widen_object_transfers
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        skip_unsent_telemetry()
-        if self.max_wait is not None:
-            from common.flower_polling import shorten_polls
-            from common.flower_transfers import widen_object_transfers
+        client = self.task_type == "flwr-clientapp"
+        max_wait = self.max_wait
 
-            shorten_polls("clientapp" if self.task_type == "flwr-clientapp" else "serverapp", self.max_wait)
-            widen_object_transfers()
+        def short_polls() -> list[str]:
+            return shorten_polls("clientapp" if client else "serverapp", max_wait) if max_wait else []
+
+        apply(
+            "clientapp-task" if client else "serverapp-task",
+            {
+                "short-polls": short_polls,
+                "wide-transfers": widen_object_transfers if max_wait else lambda: [],
+                "unsent-telemetry": skip_unsent_telemetry,
+            },
+            say=False,  # once per message would flood the log; the executor says it once at start
+        )
 
     def _run_task(self, token: str) -> int:
         """In the spare child, once it has its token: run one task with Flower's own task runner."""
@@ -321,9 +334,10 @@ def import_task_preparation(task_type: str) -> None:
         import flwr.supernode.runtime.run_clientapp  # noqa: F401
     else:
         import flwr.superlink.runtime  # noqa: F401
-    import common.flower_polling
-    import common.flower_telemetry
-    import common.flower_transfers  # noqa: F401
+    import common.flower_runtime.adaptations
+    import common.flower_runtime.polling
+    import common.flower_runtime.telemetry
+    import common.flower_runtime.transfers  # noqa: F401
 
 
 def _read_all(fd: int) -> str:
@@ -364,7 +378,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     for target in args.warm_up:
         module_name, _, function = target.partition(":")
         getattr(importlib.import_module(module_name), function)()
-    freeze_startup_heap()  # before the first fork: tasks' collections walk only their own objects
+    from common.flower_runtime.adaptations import apply
+
+    def frozen() -> list[str]:  # before the first fork: tasks' collections walk only their own objects
+        return [f"start-up heap frozen ({freeze_startup_heap()} objects)"]
+
+    apply("executor", {"startup-heap": frozen})
+    task_role = "clientapp-task" if args.task_type == "flwr-clientapp" else "serverapp-task"
+    apply(task_role, {name: lambda: [] for name in ("short-polls", "wide-transfers", "unsent-telemetry")})
     executor = WarmExecutor(
         args.runtime_api_address,
         args.task_type,

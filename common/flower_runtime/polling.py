@@ -31,7 +31,7 @@ import importlib
 import time
 import types
 
-from common import flower_wakeups
+from common.flower_runtime import wakeups as flower_wakeups
 
 __all__ = [
     "POLL_MODULES",
@@ -87,7 +87,7 @@ class PollClock:
         """Sleep ``seconds``: at most ``local_wait`` for a short wait, ``max_wait`` for a poll while busy.
 
         With ``held_after``, a poll that itself took that long was held by the server until it had
-        news or its hold ran out (:mod:`common.flower_wakeups`), so the next poll goes at once.
+        news or its hold ran out (:mod:`common.flower_runtime.wakeups`), so the next poll goes at once.
         """
         now = time.monotonic()
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 _LIFE_CYCLE = """
 import json, os, sys, time
 from pathlib import Path
-from common.warm_exec import WarmExecutor
+from common.flower_runtime.warm_exec import WarmExecutor
 
 out = Path(sys.argv[1])
 executor = WarmExecutor("127.0.0.1:9", "flwr-clientapp", insecure=True)
@@ -70,7 +70,7 @@ def _gone(pid: int) -> bool:
 # An executor that forks its spare and ends as if killed: no stop, no release of the spare.
 _DIES_UNCLEANLY = """
 import os
-from common.warm_exec import WarmExecutor
+from common.flower_runtime.warm_exec import WarmExecutor
 executor = WarmExecutor("127.0.0.1:9", "flwr-clientapp", insecure=True)
 executor._keep_spare()
 print(executor._spare[0], flush=True)
@@ -90,7 +90,7 @@ def test_a_spare_exits_when_its_executor_dies_without_cleaning_up(fresh_python: 
 # does before forking); with max_wait set, so every patch a task applies is applied.
 _PREPARATION_IMPORTS = """
 import sys
-from common.warm_exec import WarmExecutor, import_task_preparation
+from common.flower_runtime.warm_exec import WarmExecutor, import_task_preparation
 
 import_task_preparation("flwr-clientapp")
 before = set(sys.modules)

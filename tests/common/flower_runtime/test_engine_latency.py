@@ -7,7 +7,7 @@ import threading
 import time
 from types import SimpleNamespace
 
-from simulations.engine_latency import REPLY_POLL, _WakeOnPush, prompt_message_handoff
+from common.flower_runtime.engine_latency import REPLY_POLL, _WakeOnPush, prompt_message_handoff
 
 ENGINE = "flwr.simulation.run_simulation"
 FEEDER = "flwr.server.superlink.fleet.vce.vce_api"

@@ -9,8 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from common.flower_polling import PollClock
-from common.flower_wakeups import ROLES, StateChanges, _holding, _object_topic, changes, hold_empty_answers
+from common.flower_runtime.polling import PollClock
+from common.flower_runtime.wakeups import (
+    ROLES,
+    StateChanges,
+    _holding,
+    _object_topic,
+    changes,
+    hold_empty_answers,
+)
 
 
 def _answer(messages: list[str]) -> SimpleNamespace:
@@ -120,7 +127,7 @@ def test_hold_empty_answers_wraps_flowers_handlers_once_in_a_fresh_process(
     fresh_python: Callable[[str], str],
 ) -> None:
     code = (
-        "from common.flower_wakeups import hold_empty_answers\n"
+        "from common.flower_runtime.wakeups import hold_empty_answers\n"
         "first = hold_empty_answers('superlink', 0.5)\n"
         "again = hold_empty_answers('superlink', 0.5)\n"
         "node = hold_empty_answers('supernode', 0.5)\n"
@@ -156,7 +163,7 @@ def test_topics_are_read_from_flowers_own_requests_and_state_calls() -> None:
     from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
     from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore
 
-    from common.flower_wakeups import _inbox_topic, _ins_topics, _put_topics
+    from common.flower_runtime.wakeups import _inbox_topic, _ins_topics, _put_topics
 
     assert _object_topic((PullObjectRequest(object_id="abc"),), {}) == ("object", "abc")
     assert _inbox_topic((), {"request": PullMessagesRequest(node=Node(node_id=42))}) == ("inbox", 42)
