@@ -232,6 +232,9 @@ class SiteNode:
     hold: float | None = HOLD_SECONDS
     runtime_port: int | None = None
     max_wait_time: float | None = None
+    #: Prefix for every process of the site (SuperNode and executor), e.g. ``ip netns exec NS`` to run
+    #: the site in its own network namespace (the WAN benchmark), or ``nice -n 5``.
+    command_prefix: tuple[str, ...] = ()
     daemons: list[Daemon] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -303,11 +306,13 @@ class SiteNode:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
         env = flower_environment(self.home)
-        command = argv if argv is not None else self.supernode_argv()
+        command = argv if argv is not None else [*self.command_prefix, *self.supernode_argv()]
         node = Daemon(f"SuperNode {self.kit.site_id}", command, self.home / "logs" / "supernode.log", env)
         self.daemons.append(node.start())
         if self.isolation != "subprocess":
-            self.daemons.append(self._executor(node.pid).start())
+            executor = self._executor(node.pid)
+            executor.argv = [*self.command_prefix, *executor.argv]
+            self.daemons.append(executor.start())
         return self
 
     def _executor(self, node_pid: int) -> Daemon:

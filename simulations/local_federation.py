@@ -30,10 +30,12 @@ def provision_local_federation(
     federation: str = "local",
     requests_dir: Path | None = None,
     pending: Sequence[str] = (),
+    extra_names: Sequence[str] = (),
 ) -> Federation:
     """Enrol every site (requests in ``requests_dir``, default ``out``'s sibling ``requests/``) and provision.
 
-    ``pending`` names extra sites listed without a request (not enrolled yet).
+    ``pending`` names extra sites listed without a request (not enrolled yet); ``extra_names`` are other
+    addresses of the SuperLink for its certificate.
     """
     out = Path(out)
     requests_dir = Path(requests_dir) if requests_dir is not None else out.parent / f"{out.name}-requests"
@@ -45,7 +47,9 @@ def provision_local_federation(
         enrol_site(site, path)
         requests.append(read_request(path))
     ids = [r.site_id for r in requests]
-    return provision(out, federation, [*ids, *pending], superlink_address, requests=requests)
+    return provision(
+        out, federation, [*ids, *pending], superlink_address, requests=requests, extra_names=extra_names
+    )
 
 
 def forget_publishers(site: SiteDir) -> None:
