@@ -1,11 +1,11 @@
 """fedscan's cryptographic recipe: sealed objects, site keys and key rotation.
 
-This package is the only place in fedscan that touches ``cryptography.hazmat`` (in
-:mod:`common.crypto._primitives`); everything exported here is a safe recipe with no nonce, mode or
-padding to choose. A *sealed object* is a payload encrypted with AES-256-GCM in chunks under a fresh
-per-object data key, which is wrapped under the site key in an authenticated header bound to the
-object's id (format: ``docs/sealed-format.md``). Every authentication failure raises
-:class:`common.errors.IntegrityError` with the same message, whatever the cause.
+This package is the only place in fedscan that touches ``cryptography.hazmat``, and only in its
+:mod:`common.crypto.hazmat` subpackage (an import-linter contract keeps it so); everything exported here
+is a safe recipe with no nonce, mode or padding to choose. A *sealed object* is a payload encrypted with
+AES-256-GCM in chunks under a fresh per-object data key, which is wrapped under the site key in an
+authenticated header bound to the object's id (format: ``docs/sealed-format.md``). Every authentication
+failure raises :class:`common.errors.IntegrityError` with the same message, whatever the cause.
 
 Typical use::
 

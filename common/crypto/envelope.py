@@ -12,8 +12,8 @@ wrap-key")``, so the site key file could also serve another purpose without the 
 
 from __future__ import annotations
 
-from common.crypto import _primitives
 from common.crypto.format import DATA_KEY_SIZE, SealedHeader, frame_object_id, wrap_aad
+from common.crypto.hazmat import primitives as _primitives
 from common.crypto.keys import Keyring, SiteKey
 
 __all__ = ["find_key", "unwrap_data_key", "wrap_data_key"]

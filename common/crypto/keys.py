@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.crypto import _primitives
+from common.crypto.hazmat import primitives as _primitives
 from common.crypto.private_files import read_private_file
 from common.errors import ConfigError, KeyMaterialError
 from common.fsio import fsync_dir

@@ -39,8 +39,6 @@ import contextlib
 import os
 from pathlib import Path
 
-from common.crypto import _primitives
-from common.crypto._primitives import AuthenticationFailed
 from common.crypto.envelope import unwrap_data_key, wrap_data_key
 from common.crypto.format import (
     HEADER_SIZE,
@@ -49,6 +47,8 @@ from common.crypto.format import (
     SealedHeader,
     frame_object_id,
 )
+from common.crypto.hazmat import primitives as _primitives
+from common.crypto.hazmat.primitives import AuthenticationFailed
 from common.crypto.keys import Keyring, SiteKey
 from common.crypto.stream import integrity_failure
 from common.errors import ConfigError

@@ -4,7 +4,7 @@ A *signing key* is an Ed25519 private key (RFC 8032) held by one actor (a site o
 *verify key* (the public half) is given to auditors, e.g. in the site kit. Ed25519 signatures are
 deterministic: the same key and message always give the same 64 bytes, so no randomness is drawn
 while signing, only when a key is generated (:func:`generate_signing_key`, through
-:func:`common.crypto._primitives.random_bytes`); :meth:`SigningKey.from_seed` is the deterministic
+:func:`common.crypto.hazmat.primitives.random_bytes`); :meth:`SigningKey.from_seed` is the deterministic
 seam used by the RFC 8032 known-answer tests.
 
 Signing-key file format (``fedscan-signing-key v1``), UTF-8 text, exactly two lines, mode 0600::
@@ -27,8 +27,8 @@ Public keys travel in three interchangeable forms, all accepted by :func:`load_v
 ``SHA-256(b"fedscan signing-key-id v1\\x00" || raw public key)``: it names the key in audit entries
 without being the key, and is the same whichever form the key arrived in.
 
-This module imports ``cryptography.hazmat`` for Ed25519 only; like :mod:`common.crypto._primitives`
-it is inside ``common.crypto``, the one package allowed to.
+The Ed25519 arithmetic and encodings are :mod:`common.crypto.hazmat.ed25519`'s; this module is the
+recipe on top.
 """
 
 from __future__ import annotations
@@ -43,12 +43,10 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from common.crypto import _primitives
+from common.crypto.hazmat import ed25519
+from common.crypto.hazmat import primitives as _primitives
 from common.crypto.private_files import read_private_file
 from common.errors import KeyMaterialError
 from common.fsio import fsync_dir
@@ -90,7 +88,7 @@ class VerifyKey:
 
     raw: bytes
     key_id: str
-    _key: Ed25519PublicKey = field(repr=False, compare=False)
+    _key: Any = field(repr=False, compare=False)
 
     @classmethod
     def from_raw(cls, raw: bytes) -> VerifyKey:
@@ -98,7 +96,7 @@ class VerifyKey:
         if not isinstance(raw, bytes) or len(raw) != _SEED_SIZE:
             raise KeyMaterialError("An Ed25519 public key is exactly 32 bytes.")
         try:
-            key = Ed25519PublicKey.from_public_bytes(raw)
+            key = ed25519.public_from_raw(raw)
         except ValueError:
             raise KeyMaterialError("Those 32 bytes are not an Ed25519 public key.") from None
         return cls(raw=raw, key_id=_key_id(raw), _key=key)
@@ -115,25 +113,18 @@ class VerifyKey:
 
     def to_pem(self) -> str:
         """PEM SubjectPublicKeyInfo, readable by ``openssl pkey -pubin``."""
-        return self._key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode("ascii")
+        return ed25519.public_pem(self._key)
 
     def to_openssh(self, comment: str = "") -> str:
         """One OpenSSH line, ``ssh-ed25519 AAAA... [comment]``."""
-        line = self._key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        text = line.decode("ascii")
+        text = ed25519.public_openssh(self._key)
         return f"{text} {comment}" if comment else text
 
     def verify(self, data: bytes, signature: bytes) -> bool:
         """Return whether ``signature`` is this key's Ed25519 signature of ``data``."""
         if len(signature) != SIGNATURE_SIZE:
             return False
-        try:
-            self._key.verify(signature, data)
-        except InvalidSignature:
-            return False
-        return True
+        return ed25519.verify(self._key, data, signature)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,16 +133,15 @@ class SigningKey:
 
     seed: bytes = field(repr=False)
     verify_key: VerifyKey
-    _key: Ed25519PrivateKey = field(repr=False)
+    _key: Any = field(repr=False)
 
     @classmethod
     def from_seed(cls, seed: bytes) -> SigningKey:
         """Build the key whose RFC 8032 32-byte private seed is ``seed`` (deterministic)."""
         if not isinstance(seed, bytes) or len(seed) != _SEED_SIZE:
             raise KeyMaterialError("An Ed25519 private key seed is exactly 32 bytes.")
-        key = Ed25519PrivateKey.from_private_bytes(seed)
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return cls(seed=seed, verify_key=VerifyKey.from_raw(raw), _key=key)
+        key = ed25519.private_from_seed(seed)
+        return cls(seed=seed, verify_key=VerifyKey.from_raw(ed25519.public_raw(key)), _key=key)
 
     @property
     def key_id(self) -> str:
@@ -160,7 +150,7 @@ class SigningKey:
 
     def sign(self, data: bytes) -> bytes:
         """Return the 64-byte Ed25519 signature of ``data``."""
-        return self._key.sign(data)
+        return ed25519.sign(self._key, data)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SigningKey) and other.verify_key == self.verify_key
@@ -314,13 +304,7 @@ def load_verify_key(source: str | Path) -> VerifyKey:
 
 def _parse_public_text(text: str) -> bytes | None:
     if text.startswith("-----BEGIN"):
-        try:
-            loaded = serialization.load_pem_public_key(text.encode("ascii"))
-        except (ValueError, UnicodeEncodeError):
-            return None
-        if not isinstance(loaded, Ed25519PublicKey):
-            return None
-        return loaded.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return ed25519.raw_from_pem(text)
     if text.startswith("ssh-ed25519 "):
         return _parse_openssh(text.split()[1] if len(text.split()) > 1 else "")
     try:

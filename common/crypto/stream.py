@@ -28,8 +28,6 @@ import io
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, cast
 
-from common.crypto import _primitives
-from common.crypto._primitives import TAG_SIZE, AesGcm, AuthenticationFailed
 from common.crypto.envelope import unwrap_data_key, wrap_data_key
 from common.crypto.format import (
     DATA_KEY_SIZE,
@@ -46,6 +44,8 @@ from common.crypto.format import (
     chunk_nonce,
     frame_object_id,
 )
+from common.crypto.hazmat import primitives as _primitives
+from common.crypto.hazmat.primitives import TAG_SIZE, AesGcm, AuthenticationFailed
 from common.crypto.keys import Keyring, SiteKey
 from common.errors import ConfigError, IntegrityError
 

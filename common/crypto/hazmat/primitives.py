@@ -1,8 +1,6 @@
-"""The hazmat layer for symmetric crypto: with ``signing.py`` (Ed25519 for audit logs), the only
-modules in fedscan that import ``cryptography.hazmat`` — both inside ``common.crypto``.
+"""Symmetric primitives: AES-256-GCM, HKDF-SHA256, scrypt and the one source of randomness.
 
-Everything here is a thin, typed wrapper over pyca/cryptography so that the danger stays visible in one
-import path (the leading underscore says "not a recipe, do not call from outside ``common.crypto``").
+Everything here is a thin, typed wrapper over pyca/cryptography (see :mod:`common.crypto.hazmat`).
 These functions know nothing about objects, headers or files; they take keys, nonces and associated
 data as they are given, and the caller is responsible for never repeating a (key, nonce) pair.
 
