@@ -34,7 +34,7 @@ from common.audit.canonical import canonical_json, sha256_hex
 from common.audit.events import KINDS, is_token
 from common.audit.log import utc_timestamp
 from common.audit.verify import VerifiedLog
-from common.crypto import SigningKey, VerifyKey
+from common.crypto import SigningKey, VerifyKey, load_verify_key
 from common.errors import AuditError, KeyMaterialError
 from common.fsio import write_atomic
 
@@ -237,11 +237,14 @@ def write_model_card(path: Path, card: ModelCard, key: SigningKey, *, signer: st
     return document
 
 
-def verify_model_card(document: Mapping[str, Any], pubkeys: Iterable[VerifyKey] = ()) -> ModelCard:
+def verify_model_card(
+    document: Mapping[str, Any], pubkeys: Iterable[VerifyKey | str | Path] = ()
+) -> ModelCard:
     """Check a signed card and return it.
 
-    With ``pubkeys``, the signing key must be one of them; without, the embedded public key is used
-    (integrity only: anyone can sign a card with their own key).
+    With ``pubkeys`` (verify keys, or key files or text as :func:`common.crypto.load_verify_key` reads
+    them), the signing key must be one of them; without, the embedded public key is used (integrity
+    only: anyone can sign a card with their own key).
 
     Raises
     ------
@@ -257,7 +260,7 @@ def verify_model_card(document: Mapping[str, Any], pubkeys: Iterable[VerifyKey] 
         raise AuditError("The model card is malformed (expected 'card' and 'signature' objects).") from None
     if digest != sig.get("card_sha256"):
         raise AuditError("The model card was altered: its content does not match card_sha256.")
-    pinned = {k.key_id: k for k in pubkeys}
+    pinned = {k.key_id: k for k in (k if isinstance(k, VerifyKey) else load_verify_key(k) for k in pubkeys)}
     if pinned and embedded.key_id not in pinned:
         raise AuditError(f"The model card is signed by key {embedded.key_id}, which is not a pinned key.")
     if embedded.key_id != sig.get("key_id") or not embedded.verify(
@@ -267,7 +270,7 @@ def verify_model_card(document: Mapping[str, Any], pubkeys: Iterable[VerifyKey] 
     return ModelCard.from_dict(body)
 
 
-def load_model_card(path: Path, pubkeys: Iterable[VerifyKey] = ()) -> ModelCard:
+def load_model_card(path: Path, pubkeys: Iterable[VerifyKey | str | Path] = ()) -> ModelCard:
     """Read and verify a card file written by :func:`write_model_card`."""
     try:
         document = json.loads(Path(path).read_bytes())

@@ -284,12 +284,56 @@ def _metrics_rows(run_dir: Path) -> list[dict[str, object]]:
         raise InputError(f"Cannot read the run records in {run_dir}: {error}.") from None
 
 
+@audit_app.command("verify-model")
+def audit_verify_model(
+    model: Path = typer.Argument(..., help="A run's output directory (model_card.json, final_model.npz)."),
+    kit: Path | None = typer.Option(None, "--kit", help=_KIT_HELP),
+    pubkey: str | None = typer.Option(
+        None, "--pubkey", help="The server's audit key (file or text), instead of the kit's manifest."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check a model: the card's signature by the federation's server key, the model's hash, the run's log.
+
+    model_sha256 is the hash of the parameter arrays (dtype, shape, bytes), the one the card and every
+    audit log use; file_sha256 is the hash of final_model.npz's bytes. Exit code 0 if every check
+    passes, 9 otherwise.
+
+    Example: fedscan audit verify-model --kit federation/server federation/server/runs/20261207T101500Z
+    """
+    from common.crypto import load_verify_key
+    from common.errors import AuditError, ConfigError
+    from server.model_verification import verify_run_model
+
+    if (kit is None) == (pubkey is None):
+        raise ConfigError("Give the federation's --kit (its manifest names the server's key) or --pubkey.")
+    key = _manifest_of_kit(kit).server_audit_key if kit is not None else load_verify_key(str(pubkey))
+    result = verify_run_model(model, key)
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        status = "OK  " if result.ok else "FAIL"
+        console.print(f"{status} {result.model}: run {result.run_id}", highlight=False, markup=False)
+        console.print(f"  model_sha256 (arrays): {result.model_sha256}", highlight=False, markup=False)
+        console.print(
+            f"  file_sha256 ({'final_model.npz'}): {result.file_sha256}", highlight=False, markup=False
+        )
+        console.print(f"  card signed by server key {key.key_id}", highlight=False, markup=False)
+        for problem in result.problems:
+            console.print(f"  problem: {problem}", style="bold red", highlight=False, markup=False)
+    if not result.ok:
+        raise AuditError(f"The model in {model} failed verification: {result.problems[0]}")
+
+
 @audit_app.command("summary")
 def audit_summary(
     run_dir: Path = typer.Argument(..., help="A run's output folder (holds metrics.jsonl, final_model.npz)."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Summarise a run's records: rounds, participants, failures, and the final model's SHA-256.
+    """Summarise a run's records: rounds, participants, failures, and the final model's hashes.
+
+    model_sha256 is the hash of the parameter arrays (what the model card and audit logs name);
+    file_sha256 is the hash of final_model.npz's bytes. `fedscan audit verify-model` checks them.
 
     Example: fedscan audit summary fedscan-demo/run
     """
@@ -301,10 +345,19 @@ def audit_summary(
         raise InputError(f"{run_dir} has no metrics.jsonl with completed rounds.")
     model = Path(run_dir) / MODEL_FILE
     digest = hashlib.sha256(model.read_bytes()).hexdigest() if model.exists() else None
+    arrays_digest = None
+    if model.exists():
+        import io
+
+        import numpy as np
+
+        from common.model_card import model_sha256
+
+        with np.load(io.BytesIO(model.read_bytes()), allow_pickle=False) as npz:
+            arrays_digest = model_sha256([npz[f"arr_{i}"] for i in range(len(npz.files))])
     if json_output:
-        typer.echo(
-            json.dumps({"rounds": [r.__dict__ for r in rounds], "final_model_sha256": digest}, indent=2)
-        )
+        body = {"rounds": [r.__dict__ for r in rounds], "model_sha256": arrays_digest, "file_sha256": digest}
+        typer.echo(json.dumps(body, indent=2))
         return
     table = Table(title=f"run {run_dir}")
     for column in ("round", "sites", "failures", "accuracy"):
@@ -317,4 +370,5 @@ def audit_summary(
             f"{r.accuracy:.3f}" if r.accuracy is not None else "-",
         )
     console.print(table)
-    console.print(f"final model sha256: {digest or 'missing'}")
+    console.print(f"final model: model_sha256 (arrays, as in the card and logs) {arrays_digest or 'missing'}")
+    console.print(f"             file_sha256 ({MODEL_FILE} bytes) {digest or 'missing'}")

@@ -264,3 +264,32 @@ def test_demo_report_opens_in_chromium_with_its_figures(
     agree = (np.abs(image - np.array([46, 139, 87])).max(axis=-1) <= 12).mean()  # participation cells
     line = (np.abs(image - np.array([31, 119, 180])).max(axis=-1) <= 12).mean()  # metrics curves
     assert agree > 0.01 and line > 0.0001, (agree, line)
+
+
+def test_verify_model_checks_signature_model_hash_and_log(demo_run: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from common.crypto import generate_signing_key
+    from common.model_card import load_model_card, write_model_card
+
+    run_dir = Path(demo_run["summary"]["workdir"]) / "run"
+    server_key = str(run_dir / "audit" / "audit.pub")
+    ok = _cli("audit", "verify-model", str(run_dir), "--pubkey", server_key, "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    body = json.loads(ok.stdout)
+    assert body["ok"] and len(body["model_sha256"]) == 64 and body["model_sha256"] != body["file_sha256"]
+    # A copy of the run whose model changed by one value: the card no longer names it.
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    with np.load(copy / "final_model.npz") as npz:
+        arrays = [npz[f"arr_{i}"].copy() for i in range(len(npz.files))]
+    arrays[0].flat[0] += 1.0
+    np.savez(copy / "final_model.npz", *arrays)
+    changed = _cli("audit", "verify-model", str(copy), "--pubkey", server_key, "--json")
+    assert changed.returncode == 9 and "the card names" in " ".join(json.loads(changed.stdout)["problems"])
+    # The card re-signed with another key (the model file restored): refused for its signer.
+    shutil.copy(run_dir / "final_model.npz", copy / "final_model.npz")
+    card = load_model_card(copy / "model_card.json")
+    write_model_card(copy / "model_card.json", card, generate_signing_key(), signer="server")
+    forged = _cli("audit", "verify-model", str(copy), "--pubkey", server_key)
+    assert forged.returncode == 9 and "not a pinned key" in forged.stdout
