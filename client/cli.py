@@ -333,8 +333,18 @@ def site_run(
     hold: float = typer.Option(
         1.0, "--hold", help="Hold empty poll answers up to this long and answer on news, seconds (0 = off)."
     ),
+    give_up_after: float | None = typer.Option(
+        None,
+        "--give-up-after",
+        help="Exit if the SuperNode keeps failing this long, seconds (default: never).",
+    ),
 ) -> None:
-    """Check the site (keys 0600, enrolment, policy, store), then run its SuperNode until Ctrl-C.
+    """Check the site (keys 0600, enrolment, policy, store), then keep its SuperNode connected until Ctrl-C.
+
+    A supervisor: the SuperNode is restarted (re-checked, with back-off up to 60 s) when it exits, e.g.
+    after the coordinator restarted; the command stops, non-zero with one line, only for what a restart
+    cannot fix (the site revoked, the coordinator's certificate no longer from the kit's CA, a bad kit
+    or policy). One per site directory; its processes die with it.
 
     Connects out to the SuperLink over TLS (verified with the kit's CA) with the site's own node key;
     opens no inbound port. Runs only app bundles signed by a publisher this site trusts (on the first
@@ -344,16 +354,18 @@ def site_run(
     Example: fedscan site run --site-dir /srv/fedscan/site-a --kit /srv/fedscan/kit
     """
     from client.site import SiteDir
-    from client.supernode import SiteKit, run_site
+    from client.site_supervisor import supervise_site
+    from client.supernode import SiteKit
     from common.flower_runtime.daemons import sigterm_as_interrupt
 
     with sigterm_as_interrupt():
-        run_site(
+        supervise_site(
             SiteDir(site_dir),
             SiteKit.load(kit),
             superlink=superlink,
             isolation=isolation,
             max_wait=max_wait or None,
             hold=hold or None,
-            on_progress=lambda line: console.print(line),
+            max_downtime=give_up_after,
+            on_progress=lambda line: console.print(line, highlight=False, markup=False),
         )

@@ -30,9 +30,7 @@ import json
 import os
 import secrets
 import sys
-import time
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +40,7 @@ from client.site_enrolment import trust_kit_publisher
 from client.site_init import load_site_key
 from client.store import read_manifest
 from common.crypto.pki import certificate_info, node_key_fingerprint, node_public_key, read_private_file
-from common.errors import ConfigError, InputError, KeyMaterialError, PolicyError, StoreError, TrainingError
+from common.errors import ConfigError, InputError, KeyMaterialError, PolicyError, StoreError
 from common.federation_manifest import MANIFEST_FILE, FederationManifest
 from common.federation_manifest import read_manifest as read_federation
 from common.flower_runtime.adaptations import effective_isolation, enabled
@@ -50,7 +48,7 @@ from common.flower_runtime.daemons import Daemon, flower_environment, free_port
 from common.flower_runtime.wakeups import HOLD_SECONDS
 from common.fsio import write_atomic, write_private_atomic
 
-__all__ = ["ISOLATIONS", "ReadySite", "SiteKit", "SiteNode", "check_site", "run_site", "warm_up"]
+__all__ = ["ISOLATIONS", "ReadySite", "SiteKit", "SiteNode", "check_site", "warm_up"]
 
 ISOLATIONS = ("warm", "process", "subprocess")
 _KIT_FORMAT = 2
@@ -235,6 +233,8 @@ class SiteNode:
     #: Prefix for every process of the site (SuperNode and executor), e.g. ``ip netns exec NS`` to run
     #: the site in its own network namespace (the WAN benchmark), or ``nice -n 5``.
     command_prefix: tuple[str, ...] = ()
+    #: The SuperNode and executor are killed if the process that started them dies (the supervisor).
+    die_with_parent: bool = False
     daemons: list[Daemon] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -307,11 +307,15 @@ class SiteNode:
         os.chmod(self.home, 0o700)
         env = flower_environment(self.home)
         command = argv if argv is not None else [*self.command_prefix, *self.supernode_argv()]
-        node = Daemon(f"SuperNode {self.kit.site_id}", command, self.home / "logs" / "supernode.log", env)
+        node = Daemon(
+            f"SuperNode {self.kit.site_id}", command, self.home / "logs" / "supernode.log", env,
+            die_with_parent=self.die_with_parent,
+        )  # fmt: skip
         self.daemons.append(node.start())
         if self.isolation != "subprocess":
             executor = self._executor(node.pid)
             executor.argv = [*self.command_prefix, *executor.argv]
+            executor.die_with_parent = self.die_with_parent
             self.daemons.append(executor.start())
         return self
 
@@ -361,46 +365,3 @@ class SiteNode:
         start = next((i for i, line in enumerate(lines) if "Exit Code" in line), None)
         picked = lines[start : start + 4] if start is not None else lines[-6:]
         return " ".join(line.strip() for line in picked if line.strip())
-
-
-def run_site(
-    site: SiteDir,
-    kit: SiteKit,
-    *,
-    superlink: str | None = None,
-    isolation: str = "warm",
-    max_wait: float | None = 0.2,
-    hold: float | None = HOLD_SECONDS,
-    on_progress: Callable[[str], None] = lambda _: None,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> None:
-    """Check the site, run its SuperNode until stopped (Ctrl-C) or it exits; stop everything after.
-
-    Raises
-    ------
-    TrainingError
-        If the SuperNode exits on its own (e.g. its key was refused), with Flower's reason.
-    """
-    ready = check_site(site, kit)
-    if ready.adopted_publisher:
-        on_progress(
-            f"site {ready.config.site_id}: now trusts publisher key {kit.publisher_key_id} from {kit.root} "
-            f"(first use; recorded in site.toml and the audit log)"
-        )
-    node = SiteNode(site, kit, superlink=superlink, isolation=isolation, max_wait=max_wait, hold=hold)
-    try:
-        node.start()
-        on_progress(
-            f"site {ready.config.site_id}: SuperNode started, connecting out to {superlink or kit.superlink} "
-            f"(TLS with {kit.ca_certificate.name}, node key {ready.node_fingerprint}, {isolation}); "
-            f"logs in {node.home / 'logs'}. Ctrl-C stops it."
-        )
-        while node.running and not should_stop():
-            for daemon in node.daemons:
-                daemon.refresh()
-            time.sleep(1.0)
-        if not node.running:
-            gone = next(d for d in node.daemons if not d.running)
-            raise TrainingError(f"{gone.name} exited (code {gone.exit_code}): {node.exit_reason()}")
-    finally:
-        node.stop()

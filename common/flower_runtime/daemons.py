@@ -21,10 +21,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 __all__ = [
     "FLOWER_ENV",
@@ -175,6 +175,10 @@ class Daemon:
     log_file: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    #: Linux: the daemon is killed (SIGKILL) the moment the process that started it dies, even by
+    #: SIGKILL, so a supervisor that is killed leaves no orphan behind (its daemons' own children
+    #: follow: Flower's processes and fedscan's executors watch their parent).
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     seen: dict[int, ProcessRef] = field(default_factory=dict, init=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
@@ -193,6 +197,7 @@ class Daemon:
             env=dict(self.env) if self.env is not None else None,
             cwd=self.cwd,
             start_new_session=True,
+            preexec_fn=_die_with(os.getpid()) if self.die_with_parent else None,  # noqa: PLW1509
         )
         ref = ProcessRef.of(self.process.pid)
         if ref is not None:
@@ -264,6 +269,28 @@ class Daemon:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that asks the kernel to SIGKILL the child when ``parent`` dies (Linux)."""
+
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+    except (OSError, AttributeError):
+        prctl = None
+
+    def arm() -> None:  # runs in the child between fork and exec: no imports, no allocation to speak of
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return arm
+
+
+_PR_SET_PDEATHSIG: Final = 1
 
 
 def _end(refs: Iterable[ProcessRef], timeout: float) -> None:
