@@ -156,7 +156,7 @@ def test_cli_exits_with_the_error_code_and_one_line(sites, kits: Path) -> None: 
     )  # fmt: skip
     assert done.returncode == KeyMaterialError.exit_code
     assert "chmod 600" in done.stderr and "Traceback" not in done.stderr
-    assert not (site.root / "flower").exists()  # refused before any Flower process started
+    assert not (site.root / "flower" / "logs").exists()  # refused before any Flower process started
 
 
 _WARM_UP_THEN_FORK = """
