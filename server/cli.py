@@ -265,6 +265,152 @@ def provision_show(
     _print_federation(load_federation(out), json_output)
 
 
+def _print_round(record) -> None:  # type: ignore[no-untyped-def]
+    accuracy = "-" if record.accuracy is None else f"{record.accuracy:.3f}"
+    loss = "-" if record.train_loss is None else f"{record.train_loss:.4f}"
+    console.print(
+        f"round {record.round}: {record.sites_fit} site(s) trained, {record.failures} failure(s), "
+        f"train loss {loss}, accuracy {accuracy}, {record.round_seconds or 0:.1f} s",
+        highlight=False,
+    )
+
+
+def _print_outcome(outcome, json_output: bool) -> None:  # type: ignore[no-untyped-def]
+    if json_output:
+        body = {
+            "run_id": outcome.run_id,
+            "status": outcome.status,
+            "out_dir": str(outcome.out_dir),
+            "sites": list(outcome.sites),
+            "rounds": len(outcome.rounds),
+            "seconds": round(outcome.seconds, 2),
+        }
+        typer.echo(json.dumps(body, indent=2))
+        return
+    console.print(
+        f"Run {outcome.run_id} {outcome.status} in {outcome.seconds:.0f} s; final model and records in "
+        f"{outcome.out_dir}",
+        highlight=False,
+    )
+
+
+@server_app.command("start")
+def server_start(
+    kit: Path = typer.Option(..., "--kit", help="The server kit (FED/server) or the federation directory."),
+    listen: str = typer.Option(
+        "0.0.0.0", "--listen", help="Interface the SuperLink listens on (0.0.0.0: every interface)."
+    ),
+    port: int | None = typer.Option(None, "--port", help="Port (default: the kit's SuperLink address)."),
+    isolation: str = typer.Option("warm", "--isolation", help="warm (default), process or subprocess."),
+    in_memory: bool = typer.Option(
+        False, "--in-memory", help="Keep Flower's state in memory (faster; run history lost on restart)."
+    ),
+) -> None:
+    """Run the federation's coordinator until stopped: SuperLink, registrations kept equal to the kit.
+
+    State (registrations, run history) lives in KIT/state/superlink.db, so a restart keeps it; sites
+    reconnect by themselves. Submit runs with `fedscan server submit`; see them with `server status`.
+    Stop with Ctrl-C or SIGTERM (a service manager's stop).
+
+    Example: fedscan server start --kit ./federation/server
+    """
+    from common.flower_runtime.daemons import sigterm_as_interrupt
+    from server.coordinator import serve
+    from server.provision import load_federation
+
+    fed = load_federation(kit)
+    with sigterm_as_interrupt():
+        try:
+            serve(
+                fed,
+                listen_host=listen,
+                port=port,
+                isolation=isolation,
+                in_memory=in_memory,
+                on_progress=lambda line: console.print(line, highlight=False, markup=False),
+            )
+        except KeyboardInterrupt:
+            console.print("coordinator stopped", highlight=False)
+
+
+@server_app.command("submit")
+def server_submit(
+    kit: Path = typer.Option(..., "--kit", help="The server kit (FED/server) or the federation directory."),
+    assignments: list[str] = typer.Option(
+        [], "--set", help="Override a run-config key: KEY=VALUE (repeatable)."
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out-dir", help="Where the run's records go (default: KIT/runs/<UTC time>)."
+    ),
+    wait_for_sites: float = typer.Option(600.0, "--wait-for-sites", help="Seconds to wait for the sites."),
+    timeout: float = typer.Option(43200.0, "--timeout", help="Seconds after which the run is stopped."),
+    json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Start a run on the running coordinator (over its loopback), follow it, exit with its result.
+
+    Example: fedscan server submit --kit ./federation/server --set num-server-rounds=10
+    """
+    from common.flower_runtime.daemons import sigterm_as_interrupt
+    from server.coordinator import submit
+    from server.provision import load_federation
+
+    overrides = dict(_parse_assignment(a) for a in assignments)
+    with sigterm_as_interrupt():
+        outcome = submit(
+            load_federation(kit),
+            overrides,
+            out_dir=out_dir,
+            wait_for_sites=wait_for_sites,
+            timeout=timeout,
+            on_progress=(lambda _: None)
+            if json_output
+            else (lambda line: console.print(line, highlight=False)),
+            on_round=(lambda _: None) if json_output else _print_round,
+        )
+    _print_outcome(outcome, json_output)
+
+
+@server_app.command("status")
+def server_status(
+    kit: Path = typer.Option(..., "--kit", help="The server kit (FED/server) or the federation directory."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the coordinator: running or not, sites connected, runs and their state, quorum and timeouts.
+
+    Example: fedscan server status --kit ./federation/server --json
+    """
+    from server.coordinator import coordinator_status
+    from server.provision import load_federation
+
+    status = coordinator_status(load_federation(kit))
+    body = status.to_dict()
+    if json_output:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    state = f"running (pid {status.pid}, port {status.port})" if status.running else "not running"
+    console.print(f"Coordinator of federation {status.federation}: {state}", highlight=False)
+    online = ", ".join(status.sites_online) or "none"
+    offline = ", ".join(body["sites_offline"]) or "none"
+    console.print(
+        f"sites: {len(status.sites_online)} of {len(status.sites_active)} active connected "
+        f"(online: {online}; offline: {offline})",
+        highlight=False,
+    )
+    defaults = status.defaults
+    console.print(
+        f"quorum: min-fit-sites {defaults['min-fit-sites']}; secure aggregation "
+        f"{defaults['secure-aggregation']}; a round waits up to {defaults['secagg-timeout']:.0f} s "
+        "for the sites at each stage",
+        highlight=False,
+    )
+    table = Table(title="runs")
+    for column in ("run", "status", "details"):
+        table.add_column(column)
+    for run in status.runs:
+        table.add_row(str(run.get("run-id")), str(run.get("status")), str(run.get("status-details", "")))
+    console.print(table)
+
+
 @server_app.command("run")
 def server_run(
     kit: Path = typer.Option(..., "--kit", help="The server kit (FED/server) or the federation directory."),
@@ -301,20 +447,9 @@ def server_run(
     """
     from server.deployment import run_deployment
     from server.provision import load_federation
-    from server.run_records import RoundRecord
 
     overrides = dict(_parse_assignment(a) for a in assignments)
     fed = load_federation(kit)
-
-    def on_round(record: RoundRecord) -> None:
-        if json_output:
-            return
-        accuracy = "-" if record.accuracy is None else f"{record.accuracy:.3f}"
-        loss = "-" if record.train_loss is None else f"{record.train_loss:.4f}"
-        console.print(
-            f"round {record.round}: {record.sites_fit} site(s) trained, {record.failures} failure(s), "
-            f"train loss {loss}, accuracy {accuracy}, {record.round_seconds or 0:.1f} s"
-        )
 
     from common.flower_runtime.daemons import sigterm_as_interrupt
 
@@ -332,24 +467,6 @@ def server_run(
             wait_for_sites=wait_for_sites,
             timeout=timeout,
             on_progress=(lambda _: None) if json_output else (lambda line: console.print(line)),
-            on_round=on_round,
+            on_round=(lambda _: None) if json_output else _print_round,
         )
-    if json_output:
-        typer.echo(
-            json.dumps(
-                {
-                    "run_id": outcome.run_id,
-                    "status": outcome.status,
-                    "out_dir": str(outcome.out_dir),
-                    "sites": list(outcome.sites),
-                    "rounds": len(outcome.rounds),
-                    "seconds": round(outcome.seconds, 2),
-                },
-                indent=2,
-            )
-        )
-        return
-    console.print(
-        f"Run {outcome.run_id} {outcome.status} in {outcome.seconds:.0f} s; final model and records in "
-        f"{outcome.out_dir}"
-    )
+    _print_outcome(outcome, json_output)

@@ -46,9 +46,11 @@ __all__ = [
     "deployment_run_config",
     "follow_run",
     "run_deployment",
+    "report_registrations",
     "run_training",
     "signed_bundle",
     "submit_run",
+    "sync_before_opening",
 ]
 
 Scalar = bool | int | float | str
@@ -292,11 +294,7 @@ def run_deployment(
     ``fedscan site run`` exits, to be restarted by its service manager (``docs/deployment.md``).
     """
     deployment_run_config(fed, overrides, out_dir or fed.server_dir)  # refuse a bad config first
-    if database is not None and not _is_loopback(listen_host):
-        with SuperLink(
-            fed, listen_host="127.0.0.1", port=free_port(), isolation="subprocess", database=database
-        ) as setup:
-            _report(setup.sync_registrations(), on_progress)
+    sync_before_opening(fed, database, listen_host, on_progress)
     with SuperLink(
         fed,
         listen_host=listen_host,
@@ -309,7 +307,7 @@ def run_deployment(
         on_progress(
             f"SuperLink listening on {listen_host}:{link.port} (TLS, node authentication, {isolation})"
         )
-        _report(link.sync_registrations(), on_progress)
+        report_registrations(link.sync_registrations(), on_progress)
         return run_training(
             link,
             overrides,
@@ -321,12 +319,31 @@ def run_deployment(
         )
 
 
+def sync_before_opening(
+    fed: Federation,
+    database: Path | None,
+    listen_host: str,
+    on_progress: Callable[[str], None] = lambda _: None,
+) -> None:
+    """With a database and a public interface, bring registrations in line on a loopback-only SuperLink
+    first, so that no site knocks while a revoked (or never provisioned) key is still registered."""
+    if database is None or _is_loopback(listen_host) or not Path(database).exists():
+        return
+    with SuperLink(
+        fed, listen_host="127.0.0.1", port=free_port(), isolation="subprocess", database=database
+    ) as setup:
+        report_registrations(setup.sync_registrations(), on_progress)
+
+
 def _is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost")
 
 
-def _report(report: RegistrationReport, on_progress: Callable[[str], None]) -> None:
+def report_registrations(report: RegistrationReport, on_progress: Callable[[str], None]) -> None:
+    """One line per change a registration sync made."""
     for site_id in report.registered:
         on_progress(f"registered site {site_id}'s node key")
     for site_id in report.unregistered:
         on_progress(f"unregistered revoked site {site_id}")
+    if report.removed:
+        on_progress(f"removed {len(report.removed)} registration(s) no active site accounts for")

@@ -6,7 +6,9 @@ TLS and node authentication on 127.0.0.1; every process a test starts is ended b
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,9 +20,7 @@ from client.ingest import ingest_folder
 from client.site import SiteDir
 from client.site_init import init_site
 from common.flower_runtime.daemons import Daemon, ProcessRef, free_port
-from server.deployment import run_training
 from server.provision import Federation
-from server.superlink import SuperLink
 from simulations.cohort import CohortSpec, generate_cohort
 from simulations.local_federation import provision_local_federation
 
@@ -94,28 +94,59 @@ def test_a_second_site_run_is_refused_and_a_killed_one_leaves_nothing(  # type: 
     assert not any(r.alive for r in seen)
 
 
-def test_sites_reconnect_by_themselves_after_the_coordinator_restarts(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "common.cli", *args]
+
+
+def _status(fed: Federation) -> dict:  # type: ignore[type-arg]
+    done = subprocess.run(
+        _cli("server", "status", "--kit", str(fed.server_dir), "--json"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def _submit(fed: Federation, out: Path) -> subprocess.CompletedProcess[str]:
+    sets = [a for key, value in RUN.items() for a in ("--set", f"{key}={value}")]
+    return subprocess.run(
+        _cli("server", "submit", "--kit", str(fed.server_dir), *sets, "--out-dir", str(out),
+             "--wait-for-sites", "240", "--timeout", "600", "--json"),
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+def test_a_coordinator_that_stays_up_and_sites_that_reconnect_after_it_restarts(  # type: ignore[no-untyped-def]
+    federation, tmp_path: Path
+) -> None:
     fed, sites = federation
-    link = SuperLink(fed, listen_host="127.0.0.1").start()
+    start = _cli("server", "start", "--kit", str(fed.server_dir), "--listen", "127.0.0.1")
+    coordinator = Daemon("server start", start, tmp_path / "coordinator.log").start()
     runs: list[Daemon] = []
     seen: list[ProcessRef] = []
     try:
-        link.sync_registrations()
+        _wait_for(lambda: _status(fed)["running"] or not coordinator.running, 120, "the coordinator")
         runs = [_site_run(site, fed, tmp_path / f"{site.root.name}.log") for site in sites]
-        _wait_for(lambda: len(link.online_sites()) == 3, 180, "three sites online", interval=2)
-        seen.extend(ref for d in link.daemons for ref in d.processes())
-        link.stop()  # the coordinator goes away (its state was in memory: node ids are gone)
-        link = SuperLink(fed, listen_host="127.0.0.1").start()
-        link.sync_registrations()
-        _wait_for(lambda: len(link.online_sites()) == 3, 240, "the three sites to reconnect", interval=2)
+        _wait_for(lambda: len(_status(fed)["sites_online"]) == 3, 240, "three sites online", interval=2)
+        first = _submit(fed, tmp_path / "run-1")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert json.loads(first.stdout)["status"] == "finished:completed"
+        # The coordinator restarts (a deployment, a crash): its state is in its database.
+        seen.extend(coordinator.processes())
+        coordinator.stop(timeout=30)
+        assert not _status(fed)["running"]
+        coordinator = Daemon("server start", start, tmp_path / "coordinator-2.log").start()
+        _wait_for(lambda: len(_status(fed)["sites_online"]) == 3, 300, "the sites to reconnect", interval=2)
         assert all(run.running for run in runs)  # no site was restarted by hand
-        outcome = run_training(link, RUN, out_dir=tmp_path / "run", wait_for_sites=120, timeout=600)
-        assert outcome.completed and outcome.rounds[0].sites_fit == 3
-        assert any("reconnecting in" in run.tail(80) for run in runs)  # the supervisors said so
+        second = _submit(fed, tmp_path / "run-2")
+        assert second.returncode == 0, second.stdout + second.stderr
+        status = _status(fed)
+        assert len(status["runs"]) >= 2  # run history kept across the restart
+        assert status["defaults"]["min-fit-sites"] >= 3
     finally:
-        for run in runs:
-            seen.extend(run.processes())
-            run.stop(timeout=30)
-        seen.extend(ref for d in link.daemons for ref in d.processes())
-        link.stop()
+        for daemon in (*runs, coordinator):
+            seen.extend(daemon.processes())
+            daemon.stop(timeout=30)
     _wait_for(lambda: not any(r.alive for r in seen), 30, "every started process to exit")
