@@ -240,6 +240,20 @@ def _exhausted_ledger(site: SiteDir) -> None:
         (_PLAIN_POLICY(), _PLAIN, "plain-resized", None, "parameters-mismatch"),
         (_PLAIN_POLICY(), _PLAIN, "plain-extra", None, "parameters-mismatch"),
         (_PLAIN_POLICY(max_message_mb=0.001), _PLAIN, "plain", None, "message-too-large"),
+        # A plain run whose training message also carries a SecAgg+ stage record: the stage is only
+        # the server's word (no SecAgg+ mod runs in a plain run, the update leaves unmasked), so every
+        # check of a plain round still applies, whatever stage it claims.
+        (SitePolicy(), {"secure_aggregation": False}, "plain+unmask", None, "no-secure-aggregation"),
+        (SitePolicy(), {"secure_aggregation": False}, "plain+setup", None, "no-secure-aggregation"),
+        (
+            _PLAIN_POLICY(max_epsilon=5.0),
+            {**_PLAIN, "sample_dp": True, "sample_dp_noise": 1.0},
+            "plain+unmask",
+            _exhausted_ledger,
+            "budget-exhausted",
+        ),
+        (_PLAIN_POLICY(), _PLAIN, "plain-resized+setup", None, "parameters-mismatch"),
+        (_PLAIN_POLICY(max_rounds_per_day=3), _PLAIN, "plain+setup", _three_rounds_today, "rate-over-cap"),
     ],
 )
 def test_the_client_app_refuses_before_decrypting_anything(
@@ -256,6 +270,7 @@ def test_the_client_app_refuses_before_decrypting_anything(
         prepare(site)
     run = RunConfig(**{**SVM, **config})
     if content.startswith("plain"):
+        content, _, claimed_stage = content.partition("+")
         arrays = model_from_config(run).get_arrays()
         if content == "plain-resized":  # the run's model, but one array of another shape
             arrays[0] = np.zeros((arrays[0].shape[0], arrays[0].shape[1] + 1), arrays[0].dtype)
@@ -264,6 +279,8 @@ def test_the_client_app_refuses_before_decrypting_anything(
         message = compat.fitins_to_recorddict(
             FitIns(ndarrays_to_parameters(arrays), {"server-round": 1}), True
         )
+        if claimed_stage:  # the stage record of a SecAgg+ message, claiming 9 sites
+            message[RECORD_KEY_CONFIGS] = ConfigRecord({Key.STAGE: claimed_stage, Key.SAMPLE_NUMBER: 9})
     else:
         message = _secagg_setup(int(content.split("-")[1]))
     reply = _call(site, run, message)
@@ -290,6 +307,23 @@ def test_a_round_inside_the_policy_trains_and_the_counter_sees_it(
     report = EpsilonLedger(site).report(load_site_key(site), 1e-5)
     assert report["total_epsilon"] == "inf"
     assert read_tally(site).in_run("7") == 1  # the site counted the round it took
+
+
+@pytest.mark.parametrize("claimed_stage", [Stage.SETUP, Stage.UNMASK])
+def test_a_plain_round_claiming_a_secagg_stage_is_counted_and_logged_as_taken(
+    tmp_path: Path, claimed_stage: str
+) -> None:
+    """A stage record in a plain run changes nothing: the round trains in the clear, so the site counts
+    it against its caps and its audit log says it took it (the server cannot make a round invisible)."""
+    site = _site(tmp_path / "hospital", SitePolicy(require_secure_aggregation=False))
+    run = RunConfig(**{**SVM, "secure_aggregation": False})
+    content = _plain_fit(run)
+    content[RECORD_KEY_CONFIGS] = ConfigRecord({Key.STAGE: claimed_stage, Key.SAMPLE_NUMBER: 9})
+    reply = _call(site, run, content)
+    assert not reply.has_error()
+    assert read_tally(site).in_run("7") == 1
+    audit = [json.loads(line) for line in (site.root / "audit" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["event"] == "round.taken" and audit[-1]["details"]["secagg"] is False
 
 
 def test_a_round_that_would_overspend_is_refused_after_reading_only_the_manifest(
