@@ -160,7 +160,11 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
     site = _site(context, config)
     policy = _load_policy(str(site.config_file), site.config_file.stat().st_mtime_ns)
     kind = msg.metadata.message_type
-    stage, configs = _secagg_stage(msg) if kind == MessageType.TRAIN else (None, None)
+    # The SecAgg+ stage counts only where SecAgg+ runs (private_aggregation_mod applies it exactly when
+    # the run config asks for it): in a plain run a stage record is the server's word and nothing else,
+    # and the message trains in the clear, so it is checked as the plain training message it is.
+    uses_secagg = kind == MessageType.TRAIN and config.secure_aggregation
+    stage, configs = _secagg_stage(msg) if uses_secagg else (None, None)
     training = kind == MessageType.TRAIN and stage != Stage.UNMASK
     trains_now = training and stage in (None, Stage.COLLECT_MASKED_VECTORS)  # this message runs fit
     private = config.sample_dp or config.client_dp == "distributed"
