@@ -74,8 +74,8 @@ class SitePolicy:
         Most training rounds this site takes in one run (the run's ``num-server-rounds`` too) and in one
         UTC day, counted by the site itself.
     max_message_mb:
-        Largest incoming model (the parameters of a training message), in MiB; the parameters must also
-        have exactly the shapes and types of the run's model.
+        Largest incoming message (its model and every other record), in MiB; the model of a training
+        or evaluation message must also have exactly the shapes and types of the run's model.
     """
 
     require_secure_aggregation: bool = True
@@ -171,7 +171,7 @@ class SitePolicy:
 class RoundRequest:
     """What the site knows about an incoming message before it touches any data.
 
-    ``training`` is false for evaluation and queries (only the app and model checks apply to them).
+    ``training`` is false for evaluation and queries (only the app, model and size checks apply to them).
     ``secure`` says whether the message is part of the SecAgg+ protocol; ``num_sites`` is the number of
     sites in the round as the protocol shows it (or the run config's claim without SecAgg+).
     ``epsilon_spent`` is the site's ledger total (record level, at the run's delta), and
@@ -227,8 +227,9 @@ def check_round(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
             "model-not-allowed",
             f"model {request.model!r} is not in allowed_models {list(policy.allowed_models)}",
         )
-    if not request.training:
-        return None
+    refusal = _over_size(policy, request)  # any message: an evaluation loads the model sent as well
+    if refusal is not None or not request.training:
+        return refusal
     if request.run_wants_secure and not request.secure:
         return Refusal(
             "secure-aggregation-mismatch",
@@ -261,16 +262,21 @@ def check_round(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
     return None
 
 
-def _over_caps(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
-    """The first cap on a round's work, rate or model that ``request`` exceeds."""
+def _over_size(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
+    """Whether the message is larger than the site takes, or its model is not the run's model."""
     if request.message_bytes > policy.max_message_mb * 2**20:
         return Refusal(
             "message-too-large",
-            f"the model sent is {request.message_bytes / 2**20:.1f} MiB, over max_message_mb "
+            f"the message carries {request.message_bytes / 2**20:.1f} MiB, over max_message_mb "
             f"{policy.max_message_mb:g}",
         )
     if request.parameters_problem is not None:
         return Refusal("parameters-mismatch", request.parameters_problem)
+    return None
+
+
+def _over_caps(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
+    """The first cap on a round's work or rate that ``request`` exceeds."""
     if request.local_steps > 0 and request.local_steps > policy.max_local_steps:
         return Refusal(
             "work-over-cap",
