@@ -20,8 +20,8 @@ from client.site_init import init_site
 from common.audit import AuditLog, read_verified_log, reconcile
 from common.cli import main
 from common.crypto import generate_signing_key, load_signing_key
-from common.enrolment import read_request
-from common.errors import AuditError
+from common.enrolment import make_request, read_request
+from common.errors import AuditError, InputError
 from server.provision import Federation, provision
 
 
@@ -126,3 +126,21 @@ def test_reconcile_reports_a_site_log_that_lost_the_head_the_server_anchored(
         log.append("round.taken", run_id="run-1", round=1, model_sha256="01" * 32)
     result = reconcile([read_verified_log(audit_log_file(site), **keys)], read_verified_log(server, **keys))
     assert [f.kind for f in result.findings] == ["anchored-head-missing"]
+
+
+def test_an_enrolment_request_must_pin_the_sites_log(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A request without ``audit_log_genesis`` (signed by the site itself, so its proofs verify) would
+    enrol the site with no log pinned: its log could then be deleted and re-created and still verify
+    against the manifest. Requests are refused without it."""
+    _fed, sites = federation
+    site = sites["site-a"]
+    private = site.node_key_file.read_bytes()
+    public = site.node_pubkey_file.read_bytes()
+    unpinned = tmp_path / "unpinned.json"
+    unpinned.write_bytes(
+        make_request("site-a", private, public, load_audit_key(site), "2026-01-01T00:00:00Z", "")
+    )
+    with pytest.raises(InputError, match="audit_log_genesis"):
+        read_request(unpinned)
+    # Positive control: the same site's request made by `site enrol` pins its log and reads back.
+    assert len(read_request(enrol_site(site, tmp_path / "pinned.json").request).audit_log_genesis) == 64
