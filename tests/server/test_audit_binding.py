@@ -8,6 +8,7 @@ that no longer holds the head the server anchored is reported by reconciliation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from common.audit import AuditLog, read_verified_log, reconcile
 from common.cli import main
 from common.crypto import generate_signing_key, load_signing_key
 from common.enrolment import make_request, read_request
-from common.errors import AuditError, InputError
-from server.provision import Federation, provision
+from common.errors import AuditError, ConfigError, InputError
+from common.federation_manifest import ManifestSite, read_manifest, signed_manifest_bytes
+from server.provision import Federation, add_site, provision
 
 
 def fedscan(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -144,3 +146,33 @@ def test_an_enrolment_request_must_pin_the_sites_log(federation, tmp_path: Path)
         read_request(unpinned)
     # Positive control: the same site's request made by `site enrol` pins its log and reads back.
     assert len(read_request(enrol_site(site, tmp_path / "pinned.json").request).audit_log_genesis) == 64
+
+
+@pytest.mark.parametrize("rogue_id", ["Server", "SITE-A"])
+def test_no_site_can_enrol_under_the_servers_or_another_sites_audit_actor(
+    federation, capsys, tmp_path: Path, rogue_id: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A log's actor is the site id in lower case: a site enrolled as ``Server`` (or ``SITE-A`` next to
+    ``site-a``) would own the server's (or site-a's) audit actor, and its key would replace the real
+    actor's in the manifest, so that its own logs verify in their name and theirs fail."""
+    fed, sites = federation
+    rogue = init_site(tmp_path / "rogue" / rogue_id, rogue_id)
+    request = read_request(enrol_site(rogue, tmp_path / "rogue.json").request)
+    with pytest.raises(ConfigError, match="audit actor"):
+        add_site(fed.root, request)
+    requests = [read_request(enrol_site(s, tmp_path / f"{i}.json").request) for i, s in sites.items()]
+    with pytest.raises(ConfigError, match="audit actor"):
+        provision(tmp_path / "fed2", "aud2", [], "hub:9092", requests=[*requests, request])
+    # A manifest that lists such a site anyway (the coordinator signs what it likes) is refused when read,
+    # so an auditor's --kit never pins the rogue key for the server or site-a.
+    manifest = read_manifest(fed.manifest_file)
+    entry = ManifestSite(rogue_id, "active", audit_key=request.audit_key.to_base64(), audit_genesis="ab" * 32)
+    forged = dataclasses.replace(manifest, sites=(*manifest.sites, entry), serial=manifest.serial + 1)
+    fed.manifest_file.write_bytes(signed_manifest_bytes(forged, load_signing_key(fed.publisher_key)))
+    actor = rogue_id.lower()
+    claimed = tmp_path / "claimed.jsonl"
+    role = "server" if actor == "server" else "site"
+    with AuditLog.open(claimed, actor, load_audit_key(rogue), role=role):
+        pass  # the genesis alone claims the actor
+    code, out, err = fedscan(capsys, "audit", "verify", str(claimed), "--kit", str(fed.server_dir))
+    assert code != 0 and "audit actor" in out + err
