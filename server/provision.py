@@ -58,7 +58,13 @@ from common.crypto.signing import (
 )
 from common.enrolment import EnrolmentRequest
 from common.errors import ConfigError, InputError
-from common.federation_manifest import MANIFEST_FILE, FederationManifest, ManifestSite, signed_manifest_bytes
+from common.federation_manifest import (
+    MANIFEST_FILE,
+    FederationManifest,
+    ManifestSite,
+    audit_actor_clash,
+    signed_manifest_bytes,
+)
 from common.fsio import write_atomic
 from server.audit_trail import create_audit_key
 
@@ -214,6 +220,12 @@ def _check_site_ids(site_ids: Sequence[str]) -> None:
         raise ConfigError(f"Site id(s) listed more than once: {', '.join(dupes)}.")
 
 
+def _check_audit_actors(site_ids: Sequence[str]) -> None:
+    clash = audit_actor_clash(site_ids)
+    if clash is not None:
+        raise ConfigError(f"Cannot enrol: {clash}. Each site needs a site id of its own (case aside).")
+
+
 def _private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
@@ -261,6 +273,7 @@ def provision(
     all_ids = list(dict.fromkeys([*site_ids, *requested]))
     if not all_ids:
         raise ConfigError("A federation needs at least one site (--sites a,b,c or --request FILE).")
+    _check_audit_actors(all_ids)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; choose a new directory for the federation.")
     out.mkdir(parents=True, exist_ok=True)
@@ -371,6 +384,7 @@ def add_site(root: Path, request: EnrolmentRequest) -> Federation:
     """
     fed = load_federation(root)
     _check_site_ids([request.site_id])
+    _check_audit_actors([*(s.site_id for s in fed.sites if s.site_id != request.site_id), request.site_id])
     current = fed.site(request.site_id)
     if current is not None and current.status == "active":
         raise ConfigError(
