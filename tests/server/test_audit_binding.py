@@ -176,3 +176,31 @@ def test_no_site_can_enrol_under_the_servers_or_another_sites_audit_actor(
         pass  # the genesis alone claims the actor
     code, out, err = fedscan(capsys, "audit", "verify", str(claimed), "--kit", str(fed.server_dir))
     assert code != 0 and "audit actor" in out + err
+
+
+def test_reconcile_takes_only_the_servers_own_log_as_the_servers(federation, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With per-actor keys (no kit, so no genesis pin), site-a can sign a log of role ``server`` under
+    its own actor, listing the rounds it likes: it verifies (site-a's key, site-a's actor) but is not
+    the server's log, and reconciliation must not take it as one."""
+    fed, sites = federation
+    site = sites["site-a"]
+    with site_log(site) as log:
+        log.append("round.taken", run_id="run-1", round=1, model_sha256="01" * 32)
+
+    def server_log(path: Path, actor: str, key) -> Path:  # type: ignore[no-untyped-def]
+        with AuditLog.open(path, actor, key, role="server") as log:
+            log.append("run.start", run_id="run-1", config_sha256="cc" * 32)
+            log.append(
+                "round.aggregated", run_id="run-1", round=1, model_sha256="01" * 32, participants=["site-a"]
+            )
+        return path
+
+    a_pub, server_pub = tmp_path / "a.pub", tmp_path / "server.pub"
+    a_pub.write_text(load_audit_key(site).verify_key.to_openssh())
+    server_pub.write_text(load_signing_key(fed.audit_key).verify_key.to_openssh())
+    keys = ["--pubkey", f"site-a={a_pub}", "--pubkey", f"server={server_pub}"]
+    genuine = server_log(tmp_path / "server.jsonl", "server", load_signing_key(fed.audit_key))
+    assert fedscan(capsys, "audit", "reconcile", str(audit_log_file(site)), str(genuine), *keys)[0] == 0
+    forged = server_log(tmp_path / "forged.jsonl", "site-a", load_audit_key(site))
+    code, out, err = fedscan(capsys, "audit", "reconcile", str(audit_log_file(site)), str(forged), *keys)
+    assert code != 0 and "not the server's" in out + err
