@@ -229,6 +229,15 @@ def _exhausted_ledger(site: SiteDir) -> None:
         (SitePolicy(approved_app_hashes=("0" * 64,)), {}, "setup-5", None, "unapproved-app"),
         (_PLAIN_POLICY(max_local_epochs=2), {**_PLAIN, "local_epochs": 3}, "plain", None, "work-over-cap"),
         (_PLAIN_POLICY(max_local_steps=50), {**_PLAIN, "local_steps": 51}, "plain", None, "work-over-cap"),
+        # One step of an enormous batch: a step's work is its batch (the SVM trains steps x batch-size
+        # samples; a torch model takes the whole split per step, in memory at once).
+        (
+            _PLAIN_POLICY(max_local_steps=1),
+            {**_PLAIN, "local_steps": 1, "batch_size": 5000},
+            "plain",
+            None,
+            "work-over-cap",
+        ),
         (
             _PLAIN_POLICY(max_rounds_per_run=4),
             {**_PLAIN, "num_server_rounds": 5},
