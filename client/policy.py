@@ -67,9 +67,10 @@ class SitePolicy:
     pinned_bundles:
         SHA-256 of the app bundles (the bytes the SuperNode receives) this site accepts; empty = any
         bundle a trusted publisher signed for this site's installed fedscan.
-    max_local_epochs, max_local_steps:
+    max_local_epochs, max_local_steps, max_batch_size:
         Most local work one round may ask for: epochs (``local-epochs``), or mini-batch steps
-        (``local-steps``) when the run counts steps.
+        (``local-steps``) when the run counts steps, each of at most ``max_batch_size`` records
+        (``batch-size``: a step's work, and what one step holds in memory).
     max_rounds_per_run, max_rounds_per_day:
         Most training rounds this site takes in one run (the run's ``num-server-rounds`` too) and in one
         UTC day, counted by the site itself.
@@ -88,6 +89,7 @@ class SitePolicy:
     pinned_bundles: tuple[str, ...] = field(default=())
     max_local_epochs: int = 50
     max_local_steps: int = 100_000
+    max_batch_size: int = 1024
     max_rounds_per_run: int = 1000
     max_rounds_per_day: int = 5000
     max_message_mb: float = 1024.0
@@ -110,7 +112,13 @@ class SitePolicy:
                 if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                     raise ConfigError(f"policy.{name}: {digest!r} is not a lowercase SHA-256 hex digest.")
         self.publisher_keys()  # each must parse as an Ed25519 public key
-        for name in ("max_local_epochs", "max_local_steps", "max_rounds_per_run", "max_rounds_per_day"):
+        for name in (
+            "max_local_epochs",
+            "max_local_steps",
+            "max_batch_size",
+            "max_rounds_per_run",
+            "max_rounds_per_day",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"policy.{name} must be at least 1.")
         if not self.max_message_mb > 0:
@@ -161,6 +169,7 @@ class SitePolicy:
             "# Most work a round may ask of this site, refused before any data is decrypted.\n"
             f"max_local_epochs = {self.max_local_epochs}\n"
             f"max_local_steps = {self.max_local_steps}\n"
+            f"max_batch_size = {self.max_batch_size}\n"
             f"max_rounds_per_run = {self.max_rounds_per_run}\n"
             f"max_rounds_per_day = {self.max_rounds_per_day}\n"
             f"max_message_mb = {float(self.max_message_mb)!r}\n"
@@ -190,6 +199,7 @@ class RoundRequest:
     epsilon_spent: float = 0.0
     local_epochs: int = 1
     local_steps: int = 0
+    batch_size: int = 32
     run_rounds: int = 1
     rounds_in_run: int = 0
     rounds_today: int = 0
@@ -281,6 +291,11 @@ def _over_caps(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
         return Refusal(
             "work-over-cap",
             f"local-steps {request.local_steps} is over max_local_steps {policy.max_local_steps}",
+        )
+    if request.batch_size > policy.max_batch_size:
+        return Refusal(
+            "work-over-cap",
+            f"batch-size {request.batch_size} is over max_batch_size {policy.max_batch_size}",
         )
     if request.local_steps <= 0 and request.local_epochs > policy.max_local_epochs:
         return Refusal(
