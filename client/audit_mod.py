@@ -190,7 +190,9 @@ def site_audit_mod(msg: Message, context: Context, call_next: ClientAppCallable)
     site = _site(context, config)
     if _is_identity_query(msg):
         return _answer_identity(msg, _site_actor(site))
-    stage = _stage(msg)
+    # As in the policy mod: a SecAgg+ stage means something only in a run that runs SecAgg+; in a plain
+    # run a training message trains whatever stage it claims, and is logged as taken or refused.
+    stage = _stage(msg) if config.secure_aggregation else None
     if kind != MessageType.TRAIN or stage == Stage.UNMASK:  # the unmask stage decides nothing new
         return call_next(msg, context)
     received = _received_model(msg)

@@ -67,15 +67,16 @@ class SitePolicy:
     pinned_bundles:
         SHA-256 of the app bundles (the bytes the SuperNode receives) this site accepts; empty = any
         bundle a trusted publisher signed for this site's installed fedscan.
-    max_local_epochs, max_local_steps:
+    max_local_epochs, max_local_steps, max_batch_size:
         Most local work one round may ask for: epochs (``local-epochs``), or mini-batch steps
-        (``local-steps``) when the run counts steps.
+        (``local-steps``) when the run counts steps, each of at most ``max_batch_size`` records
+        (``batch-size``: a step's work, and what one step holds in memory).
     max_rounds_per_run, max_rounds_per_day:
         Most training rounds this site takes in one run (the run's ``num-server-rounds`` too) and in one
         UTC day, counted by the site itself.
     max_message_mb:
-        Largest incoming model (the parameters of a training message), in MiB; the parameters must also
-        have exactly the shapes and types of the run's model.
+        Largest incoming message (its model and every other record), in MiB; the model of a training
+        or evaluation message must also have exactly the shapes and types of the run's model.
     """
 
     require_secure_aggregation: bool = True
@@ -88,6 +89,7 @@ class SitePolicy:
     pinned_bundles: tuple[str, ...] = field(default=())
     max_local_epochs: int = 50
     max_local_steps: int = 100_000
+    max_batch_size: int = 1024
     max_rounds_per_run: int = 1000
     max_rounds_per_day: int = 5000
     max_message_mb: float = 1024.0
@@ -110,7 +112,13 @@ class SitePolicy:
                 if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                     raise ConfigError(f"policy.{name}: {digest!r} is not a lowercase SHA-256 hex digest.")
         self.publisher_keys()  # each must parse as an Ed25519 public key
-        for name in ("max_local_epochs", "max_local_steps", "max_rounds_per_run", "max_rounds_per_day"):
+        for name in (
+            "max_local_epochs",
+            "max_local_steps",
+            "max_batch_size",
+            "max_rounds_per_run",
+            "max_rounds_per_day",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"policy.{name} must be at least 1.")
         if not self.max_message_mb > 0:
@@ -161,6 +169,7 @@ class SitePolicy:
             "# Most work a round may ask of this site, refused before any data is decrypted.\n"
             f"max_local_epochs = {self.max_local_epochs}\n"
             f"max_local_steps = {self.max_local_steps}\n"
+            f"max_batch_size = {self.max_batch_size}\n"
             f"max_rounds_per_run = {self.max_rounds_per_run}\n"
             f"max_rounds_per_day = {self.max_rounds_per_day}\n"
             f"max_message_mb = {float(self.max_message_mb)!r}\n"
@@ -171,7 +180,7 @@ class SitePolicy:
 class RoundRequest:
     """What the site knows about an incoming message before it touches any data.
 
-    ``training`` is false for evaluation and queries (only the app and model checks apply to them).
+    ``training`` is false for evaluation and queries (only the app, model and size checks apply to them).
     ``secure`` says whether the message is part of the SecAgg+ protocol; ``num_sites`` is the number of
     sites in the round as the protocol shows it (or the run config's claim without SecAgg+).
     ``epsilon_spent`` is the site's ledger total (record level, at the run's delta), and
@@ -190,6 +199,7 @@ class RoundRequest:
     epsilon_spent: float = 0.0
     local_epochs: int = 1
     local_steps: int = 0
+    batch_size: int = 32
     run_rounds: int = 1
     rounds_in_run: int = 0
     rounds_today: int = 0
@@ -227,8 +237,9 @@ def check_round(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
             "model-not-allowed",
             f"model {request.model!r} is not in allowed_models {list(policy.allowed_models)}",
         )
-    if not request.training:
-        return None
+    refusal = _over_size(policy, request)  # any message: an evaluation loads the model sent as well
+    if refusal is not None or not request.training:
+        return refusal
     if request.run_wants_secure and not request.secure:
         return Refusal(
             "secure-aggregation-mismatch",
@@ -261,20 +272,30 @@ def check_round(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
     return None
 
 
-def _over_caps(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
-    """The first cap on a round's work, rate or model that ``request`` exceeds."""
+def _over_size(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
+    """Whether the message is larger than the site takes, or its model is not the run's model."""
     if request.message_bytes > policy.max_message_mb * 2**20:
         return Refusal(
             "message-too-large",
-            f"the model sent is {request.message_bytes / 2**20:.1f} MiB, over max_message_mb "
+            f"the message carries {request.message_bytes / 2**20:.1f} MiB, over max_message_mb "
             f"{policy.max_message_mb:g}",
         )
     if request.parameters_problem is not None:
         return Refusal("parameters-mismatch", request.parameters_problem)
+    return None
+
+
+def _over_caps(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
+    """The first cap on a round's work or rate that ``request`` exceeds."""
     if request.local_steps > 0 and request.local_steps > policy.max_local_steps:
         return Refusal(
             "work-over-cap",
             f"local-steps {request.local_steps} is over max_local_steps {policy.max_local_steps}",
+        )
+    if request.batch_size > policy.max_batch_size:
+        return Refusal(
+            "work-over-cap",
+            f"batch-size {request.batch_size} is over max_batch_size {policy.max_batch_size}",
         )
     if request.local_steps <= 0 and request.local_epochs > policy.max_local_epochs:
         return Refusal(

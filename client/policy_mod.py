@@ -85,19 +85,32 @@ def _load_policy(config_file: str, mtime_ns: int) -> SitePolicy:
     return SiteConfig.load(Path(config_file)).policy
 
 
-def _incoming_parameters(msg: Message) -> tuple[list[tuple[tuple[int, ...], str]], int] | None:
-    """Shapes and dtypes of a training message's model, read from each array's ``.npy`` header (no
-    array is loaded), and their total size in bytes; ``None`` if the message carries no model."""
-    record = msg.content.array_records.get("fitins.parameters")
+#: Where a legacy message carries the model the ClientApp loads (fit or evaluate instructions).
+_MODEL_RECORDS = {MessageType.TRAIN: "fitins.parameters", MessageType.EVALUATE: "evaluateins.parameters"}
+
+
+def _incoming_parameters(msg: Message) -> list[tuple[tuple[int, ...], str]] | None:
+    """Shapes and dtypes of a training or evaluation message's model, read from each array's ``.npy``
+    header (no array is loaded); ``None`` if the message carries no model."""
+    record = msg.content.array_records.get(_MODEL_RECORDS.get(msg.metadata.message_type, ""))
     if record is None:
         return None
-    described = []
-    total = 0
-    for _key, array in sorted(record.items(), key=lambda item: int(item[0]) if item[0].isdigit() else -1):
-        data = bytes(array.data)
-        total += len(data)
-        described.append(npy_header(data))
-    return described, total
+    return [
+        npy_header(bytes(array.data))
+        for _key, array in sorted(record.items(), key=lambda item: int(item[0]) if item[0].isdigit() else -1)
+    ]
+
+
+def _content_bytes(msg: Message) -> int:
+    """Bytes a message carries: every array of every array record, and every byte string of its
+    config records (the model is only one record; a server could add others of any size)."""
+    total = sum(len(array.data) for record in msg.content.array_records.values() for array in record.values())
+    for record in msg.content.config_records.values():
+        for value in record.values():
+            for item in value if isinstance(value, list) else (value,):
+                if isinstance(item, bytes | str):
+                    total += len(item)
+    return total
 
 
 @functools.lru_cache(maxsize=8)
@@ -160,7 +173,11 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
     site = _site(context, config)
     policy = _load_policy(str(site.config_file), site.config_file.stat().st_mtime_ns)
     kind = msg.metadata.message_type
-    stage, configs = _secagg_stage(msg) if kind == MessageType.TRAIN else (None, None)
+    # The SecAgg+ stage counts only where SecAgg+ runs (private_aggregation_mod applies it exactly when
+    # the run config asks for it): in a plain run a stage record is the server's word and nothing else,
+    # and the message trains in the clear, so it is checked as the plain training message it is.
+    uses_secagg = kind == MessageType.TRAIN and config.secure_aggregation
+    stage, configs = _secagg_stage(msg) if uses_secagg else (None, None)
     training = kind == MessageType.TRAIN and stage != Stage.UNMASK
     trains_now = training and stage in (None, Stage.COLLECT_MASKED_VECTORS)  # this message runs fit
     private = config.sample_dp or config.client_dp == "distributed"
@@ -170,7 +187,9 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
 
         spent = EpsilonLedger(site).spent(load_site_key(site), policy.max_delta)
     tally = read_tally(site) if trains_now else None
-    incoming = _incoming_parameters(msg) if trains_now else None
+    # Training (in the stage that fits) and evaluation both load the model sent: both are held to it.
+    carries_model = trains_now or kind == MessageType.EVALUATE
+    incoming = _incoming_parameters(msg) if carries_model else None
     request = RoundRequest(
         app_hash=app_hash(),
         model=config.model,
@@ -187,13 +206,14 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
         epsilon_spent=spent,
         local_epochs=config.local_epochs,
         local_steps=config.local_steps,
+        batch_size=config.batch_size,
         run_rounds=config.num_server_rounds,
         rounds_in_run=tally.in_run(str(context.run_id)) if tally is not None else 0,
         rounds_today=tally.on_day(utc_day()) if tally is not None else 0,
         parameters_problem=(
-            compare_parameters(incoming[0], _expected_parameters(config)) if incoming is not None else None
+            compare_parameters(incoming, _expected_parameters(config)) if incoming is not None else None
         ),
-        message_bytes=incoming[1] if incoming is not None else 0,
+        message_bytes=_content_bytes(msg),
     )
     server_round = _server_round(msg)
     refusal = check_round(policy, request)

@@ -144,6 +144,7 @@ _POLICY_FIELDS = {
     "pinned_bundles": "a list of SHA-256 hex digests",
     "max_local_epochs": "a positive integer",
     "max_local_steps": "a positive integer",
+    "max_batch_size": "a positive integer",
     "max_rounds_per_run": "a positive integer",
     "max_rounds_per_day": "a positive integer",
     "max_message_mb": "a positive number",
@@ -170,6 +171,7 @@ def parse_policy(table: dict[str, Any], path: Path) -> SitePolicy:
             "min_sites",
             "max_local_epochs",
             "max_local_steps",
+            "max_batch_size",
             "max_rounds_per_run",
             "max_rounds_per_day",
         )

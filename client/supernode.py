@@ -5,8 +5,8 @@ own node key (``keys/node.key``, born at the site) must be a regular file of thi
 the kit's CA certificate must be the one the kit names; the kit's federation manifest must be signed by a
 publisher this site trusts (on the first run, the site adopts its kit's publisher key:
 :func:`client.site_enrolment.trust_kit_publisher`) and list this site as enrolled, active, with exactly
-this node key; ``site.toml`` must load (the site's policy included) and name the same site as the kit;
-the site key must pass its own checks and the store must hold data.
+this node key, audit key and audit log genesis; ``site.toml`` must load (the site's policy included)
+and name the same site as the kit; the site key must pass its own checks and the store must hold data.
 
 Then :class:`SiteNode` starts ``flower-supernode`` through :mod:`client.supernode_process` (the site's
 bundle gate: a run's app bundle runs only if it verifies against this site's trusted publishers, pinned
@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.site import SiteDir
+from client.site_audit import load_audit_key
 from client.site_config import SiteConfig
-from client.site_enrolment import trust_kit_publisher
+from client.site_enrolment import audit_log_genesis, trust_kit_publisher
 from client.site_init import load_site_key
 from client.store import read_manifest
 from common.crypto.pki import certificate_info, node_key_fingerprint, node_public_key, read_private_file
 from common.errors import ConfigError, InputError, KeyMaterialError, PolicyError, StoreError
-from common.federation_manifest import MANIFEST_FILE, FederationManifest
+from common.federation_manifest import MANIFEST_FILE, FederationManifest, ManifestSite
 from common.federation_manifest import read_manifest as read_federation
 from common.flower_runtime.adaptations import effective_isolation, enabled
 from common.flower_runtime.daemons import Daemon, flower_environment, free_port
@@ -124,7 +125,7 @@ def check_site(site: SiteDir, kit: SiteKit) -> ReadySite:
     ------
     KeyMaterialError
         The node key or the site key is missing, unsafe (mode, owner, symlink), or not the key the
-        federation enrolled for this site.
+        federation enrolled for this site; or the manifest names another audit key or log for it.
     PolicyError
         The kit is for another site, or the manifest lists this site as revoked or not yet enrolled.
     InputError
@@ -180,12 +181,33 @@ def check_site(site: SiteDir, kit: SiteKit) -> ReadySite:
             f"{kit.federation} enrolled for site {kit.site_id} ({entry.node_fingerprint}); use the kit "
             "made from this site's own enrolment request."
         )
+    _check_audit_identity(site, kit, entry)
     key = load_site_key(site)  # the site key's own checks (mode 0600, owner)
     if not site.store_dir.exists() or not any(site.store_dir.iterdir()):
         raise StoreError(f"{site.store_dir} holds no data: run `fedscan site ingest` first.")
     if not read_manifest(site.store_dir, key).records:  # opens under this key, in memory
         raise StoreError(f"{site.store_dir} holds no records: run `fedscan site ingest` first.")
     return ReadySite(config, manifest, fingerprint, adopted)
+
+
+def _check_audit_identity(site: SiteDir, kit: SiteKit, entry: ManifestSite) -> None:
+    """The manifest must name this site's own audit key and log: auditors check the site's log against
+    them (``fedscan audit verify --kit``), and the coordinator, who signs the manifest, could otherwise
+    enrol a key of its own as this site's and sign a log in the site's name."""
+    own = load_audit_key(site).verify_key
+    if entry.audit_key != own.to_base64():
+        raise KeyMaterialError(
+            f"{kit.manifest_file} names another audit key for site {kit.site_id} than this site's own "
+            f"({own.key_id}): logs signed in this site's name by that key would verify. Refusing; ask the "
+            "coordinator for the manifest made from this site's own enrolment request."
+        )
+    genesis = audit_log_genesis(site)
+    if entry.audit_genesis != genesis:
+        raise KeyMaterialError(
+            f"{kit.manifest_file} names another audit log for site {kit.site_id} (genesis "
+            f"{entry.audit_genesis[:16] or 'none'}...) than this site's own ({genesis[:16]}...). Refusing; "
+            "ask the coordinator for the manifest made from this site's own enrolment request."
+        )
 
 
 def warm_up() -> None:

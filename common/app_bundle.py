@@ -15,7 +15,12 @@ runs it. fedscan's rule (``docs/deployment.md``, threat model):
   declare the app hash of exactly the site's installed fedscan; a bundle that carries code is refused
   where the site runs its installed code only (the ``warm`` executor: the bundle's code would not be
   what runs), and otherwise its app hash is computed over its own Python files;
-* if the site lists approved app hashes, that app hash must be one of them.
+* if the site lists approved app hashes, that app hash must be one of them;
+* a bundle that carries code carries it as Python source only: bytecode (``__pycache__``, sourceless
+  ``.pyc``) and extension modules are refused, since Python would run them instead of the source the
+  app hash names;
+* its publisher, name and version (which Flower turns into its install folder, unchecked) are plain
+  names: no path separator, no ``..``.
 
 Every check is pure (bytes in, :class:`BundleVerdict` out); Flower's side of it (calling this when a run's
 bundle arrives, before it is stored) is :mod:`common.flower_runtime.bundle_gate`.
@@ -28,8 +33,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.machinery
 import io
 import json
+import re
 import tomllib
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -84,7 +91,16 @@ BUNDLE_REFUSALS: Final[Mapping[str, str]] = {
     "wrong-components": "the bundle names other components than fedscan's apps",
     "wrong-app": "the bundle is for other code than this site's installed fedscan",
     "unapproved-app": "the app hash is not one of the site's approved app hashes",
+    "compiled-code": "the bundle carries bytecode or an extension module, which its app hash does not cover",
+    "unsafe-name": "the bundle's publisher, name or version is not a plain name (Flower installs by them)",
 }
+#: Importable files other than Python source: Python runs them instead of (or beside) the ``.py`` files
+#: the app hash covers (``__pycache__`` bytecode, extension modules, sourceless ``.pyc``).
+_COMPILED_SUFFIXES: Final = tuple(
+    {*importlib.machinery.BYTECODE_SUFFIXES, *importlib.machinery.EXTENSION_SUFFIXES, ".pyc", ".pyo", ".pyd"}
+)
+#: What Flower may put in ``apps/<publisher>.<name>.<version>.<hash>``: one plain path component each.
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -231,6 +247,28 @@ def _components(pyproject: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw["tool"]["flwr"]["app"]["components"].items()}
 
 
+def _unsafe_install_name(pyproject: bytes | None) -> str | None:
+    """The first of publisher, name and version that is not one plain path component (Flower installs a
+    bundle into ``apps/<publisher>.<name>.<version>.<hash>``, unchecked); ``None`` if all are plain."""
+    try:
+        raw = tomllib.loads((pyproject or b"").decode("utf-8"))
+        names = {
+            "publisher": raw["tool"]["flwr"]["app"]["publisher"],
+            "name": raw["project"]["name"],
+            "version": raw["project"]["version"],
+        }
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+        return "pyproject.toml names no publisher, name and version"
+    for field_name, value in names.items():
+        if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or ".." in value:
+            return f"{field_name} {str(value)[:60]!r}"
+    return None
+
+
+def _compiled(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if n.endswith(_COMPILED_SUFFIXES) or "__pycache__" in n.split("/"))
+
+
 def verify_bundle(fab: bytes, fab_hash: str, trust: BundleTrust) -> BundleVerdict:
     """Check a bundle a SuperNode received against a site's trust; never raises for a bad bundle.
 
@@ -284,6 +322,9 @@ def verify_bundle(fab: bytes, fab_hash: str, trust: BundleTrust) -> BundleVerdic
         return _refused(actual, "wrong-federation", f"signed for {federation!r}", **extra)
     if trust.pinned_bundles and actual not in trust.pinned_bundles:
         return _refused(actual, "not-pinned", "not among the site's pinned bundles", **extra)
+    unsafe = _unsafe_install_name(entries.get("pyproject.toml"))
+    if unsafe is not None:
+        return _refused(actual, "unsafe-name", unsafe, **extra)
     code = {name: data for name, data in entries.items() if name != "pyproject.toml"}
     if code:
         if trust.installed_only:
@@ -294,6 +335,9 @@ def verify_bundle(fab: bytes, fab_hash: str, trust: BundleTrust) -> BundleVerdic
                 carries_code=True,
                 **extra,
             )
+        compiled = _compiled(code)
+        if compiled:
+            return _refused(actual, "compiled-code", f"{', '.join(compiled[:3])}", carries_code=True, **extra)
         python = {name: data for name, data in code.items() if name.endswith(".py")}
         computed = source_digest(python.items())
         if computed != declared_app:

@@ -49,7 +49,7 @@ class EnrolmentRequest:
     node_public_key: str  # one OpenSSH line, without comment
     audit_key: VerifyKey
     created: str
-    audit_log_genesis: str = ""
+    audit_log_genesis: str
 
     @property
     def node_fingerprint(self) -> str:
@@ -110,8 +110,9 @@ def read_request(path: Path) -> EnrolmentRequest:
         audit_signature = base64.b64decode(envelope["audit_signature"], validate=True)
         created = str(body.get("created", ""))
         genesis = str(body.get("audit_log_genesis", ""))
-        if genesis and (len(genesis) != 64 or any(c not in "0123456789abcdef" for c in genesis)):
-            raise ValueError("audit_log_genesis is not a SHA-256 hex digest")
+        if len(genesis) != 64 or any(c not in "0123456789abcdef" for c in genesis):
+            # Without it the site's log is not pinned, and a re-created log would verify.
+            raise ValueError("audit_log_genesis is missing or not a SHA-256 hex digest")
     except (ValueError, KeyError, TypeError, AttributeError, KeyMaterialError) as error:
         raise InputError(f"Enrolment request {path} is malformed ({error}).") from None
     message = _canonical(body)

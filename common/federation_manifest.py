@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +32,7 @@ __all__ = [
     "SITE_STATUSES",
     "FederationManifest",
     "ManifestSite",
+    "audit_actor_clash",
     "read_manifest",
     "signed_manifest_bytes",
 ]
@@ -119,6 +120,24 @@ class FederationManifest:
         }
 
 
+def audit_actor_clash(site_ids: Iterable[str]) -> str | None:
+    """Why these sites could not each have an audit actor of their own, or ``None``.
+
+    A site's audit actor is its id in lower case (:func:`common.audit.federation.site_actor`): a site
+    named ``Server`` would be the server's actor, and ``SITE-A`` next to ``site-a`` would share one, so
+    that one party's key would stand for another's log in :meth:`FederationManifest.audit_keys`.
+    """
+    seen: dict[str, str] = {}
+    for site_id in site_ids:
+        actor = site_id.lower()
+        if actor == SERVER_ACTOR:
+            return f"site {site_id!r} would have the server's audit actor {SERVER_ACTOR!r}"
+        if seen.get(actor, site_id) != site_id:
+            return f"sites {seen[actor]!r} and {site_id!r} would share the audit actor {actor!r}"
+        seen[actor] = site_id
+    return None
+
+
 def _canonical(body: Mapping[str, Any]) -> bytes:
     return _LABEL + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -195,4 +214,7 @@ def read_manifest(path: Path, trusted: tuple[VerifyKey, ...] | None = None) -> F
         )
     if any(s.status not in SITE_STATUSES for s in manifest.sites):
         raise InputError(f"Federation manifest {path} lists a site with an unknown status.")
+    clash = audit_actor_clash(s.site_id for s in manifest.sites)
+    if clash is not None:
+        raise InputError(f"Federation manifest {path}: {clash}; each audit actor must be one party's.")
     return manifest

@@ -58,7 +58,13 @@ from common.crypto.signing import (
 )
 from common.enrolment import EnrolmentRequest
 from common.errors import ConfigError, InputError
-from common.federation_manifest import MANIFEST_FILE, FederationManifest, ManifestSite, signed_manifest_bytes
+from common.federation_manifest import (
+    MANIFEST_FILE,
+    FederationManifest,
+    ManifestSite,
+    audit_actor_clash,
+    signed_manifest_bytes,
+)
 from common.fsio import write_atomic
 from server.audit_trail import create_audit_key
 
@@ -214,6 +220,35 @@ def _check_site_ids(site_ids: Sequence[str]) -> None:
         raise ConfigError(f"Site id(s) listed more than once: {', '.join(dupes)}.")
 
 
+def _check_audit_actors(site_ids: Sequence[str]) -> None:
+    clash = audit_actor_clash(site_ids)
+    if clash is not None:
+        raise ConfigError(f"Cannot enrol: {clash}. Each site needs a site id of its own (case aside).")
+
+
+def _check_keys_unused(request: EnrolmentRequest, others: Sequence[SiteEntry]) -> None:
+    """A request's keys must be no other site's, now or before (a node key stands for one site, and a
+    revoked one may have been exposed: it must not come back under another site id)."""
+    for other in others:
+        if request.node_fingerprint in other.revoked_fingerprints or (
+            other.status == "revoked" and request.node_fingerprint == other.fingerprint
+        ):
+            raise ConfigError(
+                f"Site {request.site_id}'s request carries a node key revoked for site {other.site_id} "
+                f"({request.node_fingerprint}); a revoked key is never enrolled again."
+            )
+        if request.node_fingerprint == other.fingerprint:
+            raise ConfigError(
+                f"Site {request.site_id}'s request carries the node key already enrolled for site "
+                f"{other.site_id} ({request.node_fingerprint}): each site needs keys of its own."
+            )
+        if other.audit_key and request.audit_key.to_base64() == other.audit_key:
+            raise ConfigError(
+                f"Site {request.site_id}'s request carries the audit key already enrolled for site "
+                f"{other.site_id} ({request.audit_key.key_id}): each site needs keys of its own."
+            )
+
+
 def _private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
@@ -261,6 +296,9 @@ def provision(
     all_ids = list(dict.fromkeys([*site_ids, *requested]))
     if not all_ids:
         raise ConfigError("A federation needs at least one site (--sites a,b,c or --request FILE).")
+    _check_audit_actors(all_ids)
+    for request in requests:
+        _check_keys_unused(request, [_enrolled(r) for r in requests if r.site_id != request.site_id])
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; choose a new directory for the federation.")
     out.mkdir(parents=True, exist_ok=True)
@@ -285,6 +323,7 @@ def provision(
         _enrolled(by_id[site_id]) if site_id in by_id else SiteEntry(site_id, "", "pending", _now())
         for site_id in all_ids
     )
+
     for request in requests:
         _write_node_key(fed, request)
     return _publish(replace(fed, sites=sites))
@@ -371,6 +410,7 @@ def add_site(root: Path, request: EnrolmentRequest) -> Federation:
     """
     fed = load_federation(root)
     _check_site_ids([request.site_id])
+    _check_audit_actors([*(s.site_id for s in fed.sites if s.site_id != request.site_id), request.site_id])
     current = fed.site(request.site_id)
     if current is not None and current.status == "active":
         raise ConfigError(
@@ -385,6 +425,7 @@ def add_site(root: Path, request: EnrolmentRequest) -> Federation:
             f"Site {request.site_id}'s request reuses a revoked node key ({request.node_fingerprint}): the "
             "site must make a new one (`fedscan site enrol --new-node-key`)."
         )
+    _check_keys_unused(request, [s for s in fed.sites if s.site_id != request.site_id])
     generation = 1 if current is None or current.status == "pending" else current.generation + 1
     _write_node_key(fed, request)
     entry = _enrolled(request, generation, earlier)

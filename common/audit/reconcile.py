@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from common.audit.federation import SERVER_ACTOR
 from common.audit.verify import VerifiedLog
 from common.errors import AuditError
 
@@ -137,11 +138,16 @@ def reconcile(site_logs: Sequence[VerifiedLog], server_log: VerifiedLog) -> Reco
             f"{server_log.verification.log} is a {server_log.verification.role} log, not the server's; "
             "pass the server's log last."
         )
+    if server_log.verification.actor not in (SERVER_ACTOR, None):  # the role alone is self-declared
+        raise AuditError(
+            f"{server_log.verification.log} is the log of actor {server_log.verification.actor}, not the "
+            "server's; pass the server's log last."
+        )
     findings: list[Finding] = []
     sites: dict[str, _SiteView] = {}
     for log in site_logs:
         ver = log.verification
-        if ver.role not in ("site", None):
+        if ver.role not in ("site", None) or ver.actor == SERVER_ACTOR:
             raise AuditError(f"{ver.log} is a {ver.role} log, not a site's; pass the server's log last.")
         if ver.actor is None:
             findings.append(Finding("unverified-log", "?", None, None, f"{ver.log} has no readable genesis"))

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.common import FitIns, ndarrays_to_parameters
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.common import EvaluateIns, FitIns, ndarrays_to_parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
@@ -160,7 +160,7 @@ def _site(root: Path, policy: SitePolicy) -> SiteDir:
     return site
 
 
-def _call(site: SiteDir, config: RunConfig, content: RecordDict) -> Message:
+def _call(site: SiteDir, config: RunConfig, content: RecordDict, kind: str = "train") -> Message:
     from client.client_app import app
 
     context = Context(
@@ -170,7 +170,7 @@ def _call(site: SiteDir, config: RunConfig, content: RecordDict) -> Message:
         state=RecordDict(),
         run_config=config.to_flower(),  # type: ignore[arg-type]
     )
-    return app(Message(content=content, dst_node_id=1, message_type="train"), context)
+    return app(Message(content=content, dst_node_id=1, message_type=kind), context)
 
 
 def _plain_fit(config: RunConfig) -> RecordDict:
@@ -229,6 +229,15 @@ def _exhausted_ledger(site: SiteDir) -> None:
         (SitePolicy(approved_app_hashes=("0" * 64,)), {}, "setup-5", None, "unapproved-app"),
         (_PLAIN_POLICY(max_local_epochs=2), {**_PLAIN, "local_epochs": 3}, "plain", None, "work-over-cap"),
         (_PLAIN_POLICY(max_local_steps=50), {**_PLAIN, "local_steps": 51}, "plain", None, "work-over-cap"),
+        # One step of an enormous batch: a step's work is its batch (the SVM trains steps x batch-size
+        # samples; a torch model takes the whole split per step, in memory at once).
+        (
+            _PLAIN_POLICY(max_local_steps=1),
+            {**_PLAIN, "local_steps": 1, "batch_size": 5000},
+            "plain",
+            None,
+            "work-over-cap",
+        ),
         (
             _PLAIN_POLICY(max_rounds_per_run=4),
             {**_PLAIN, "num_server_rounds": 5},
@@ -240,6 +249,20 @@ def _exhausted_ledger(site: SiteDir) -> None:
         (_PLAIN_POLICY(), _PLAIN, "plain-resized", None, "parameters-mismatch"),
         (_PLAIN_POLICY(), _PLAIN, "plain-extra", None, "parameters-mismatch"),
         (_PLAIN_POLICY(max_message_mb=0.001), _PLAIN, "plain", None, "message-too-large"),
+        # A plain run whose training message also carries a SecAgg+ stage record: the stage is only
+        # the server's word (no SecAgg+ mod runs in a plain run, the update leaves unmasked), so every
+        # check of a plain round still applies, whatever stage it claims.
+        (SitePolicy(), {"secure_aggregation": False}, "plain+unmask", None, "no-secure-aggregation"),
+        (SitePolicy(), {"secure_aggregation": False}, "plain+setup", None, "no-secure-aggregation"),
+        (
+            _PLAIN_POLICY(max_epsilon=5.0),
+            {**_PLAIN, "sample_dp": True, "sample_dp_noise": 1.0},
+            "plain+unmask",
+            _exhausted_ledger,
+            "budget-exhausted",
+        ),
+        (_PLAIN_POLICY(), _PLAIN, "plain-resized+setup", None, "parameters-mismatch"),
+        (_PLAIN_POLICY(max_rounds_per_day=3), _PLAIN, "plain+setup", _three_rounds_today, "rate-over-cap"),
     ],
 )
 def test_the_client_app_refuses_before_decrypting_anything(
@@ -256,6 +279,7 @@ def test_the_client_app_refuses_before_decrypting_anything(
         prepare(site)
     run = RunConfig(**{**SVM, **config})
     if content.startswith("plain"):
+        content, _, claimed_stage = content.partition("+")
         arrays = model_from_config(run).get_arrays()
         if content == "plain-resized":  # the run's model, but one array of another shape
             arrays[0] = np.zeros((arrays[0].shape[0], arrays[0].shape[1] + 1), arrays[0].dtype)
@@ -264,6 +288,8 @@ def test_the_client_app_refuses_before_decrypting_anything(
         message = compat.fitins_to_recorddict(
             FitIns(ndarrays_to_parameters(arrays), {"server-round": 1}), True
         )
+        if claimed_stage:  # the stage record of a SecAgg+ message, claiming 9 sites
+            message[RECORD_KEY_CONFIGS] = ConfigRecord({Key.STAGE: claimed_stage, Key.SAMPLE_NUMBER: 9})
     else:
         message = _secagg_setup(int(content.split("-")[1]))
     reply = _call(site, run, message)
@@ -290,6 +316,73 @@ def test_a_round_inside_the_policy_trains_and_the_counter_sees_it(
     report = EpsilonLedger(site).report(load_site_key(site), 1e-5)
     assert report["total_epsilon"] == "inf"
     assert read_tally(site).in_run("7") == 1  # the site counted the round it took
+
+
+def _model_bytes(run: RunConfig) -> int:
+    return sum(len(a) for a in ndarrays_to_parameters(model_from_config(run).get_arrays()).tensors)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"), [("resized", "parameters-mismatch"), ("oversized", "message-too-large")]
+)
+def test_an_evaluation_over_the_caps_is_refused_before_decrypting_anything(
+    tmp_path: Path, decryptions: list[str], change: str, code: str
+) -> None:
+    """An evaluate message decrypts the store as a training one does: its model is held to the same
+    shapes and size before anything is decrypted (else the server could send any model, of any size,
+    to be run on the site's held-out data, as often as it likes)."""
+    run = RunConfig(**SVM)
+    limit = (_model_bytes(run) + 4096) / 2**20  # the run's model fits, a larger one does not
+    site = _site(tmp_path / "hospital", SitePolicy(max_message_mb=limit))
+    arrays = model_from_config(run).get_arrays()
+    if change == "resized":
+        arrays[0] = np.zeros((arrays[0].shape[0], arrays[0].shape[1] + 1), arrays[0].dtype)
+    else:
+        arrays[0] = np.zeros((arrays[0].shape[0] + 100, *arrays[0].shape[1:]), arrays[0].dtype)
+    content = compat.evaluateins_to_recorddict(EvaluateIns(ndarrays_to_parameters(arrays), {}), True)
+    reply = _call(site, run, content, "evaluate")
+    assert reply.has_error() and reply.error.reason == f"fedscan-refusal:{code}"
+    assert decryptions == []
+    assert [json.loads(line)["code"] for line in refusals_file(site).read_text().splitlines()] == [code]
+    # Positive control: the run's own model is evaluated (the store is opened for it).
+    honest = compat.evaluateins_to_recorddict(
+        EvaluateIns(ndarrays_to_parameters(model_from_config(run).get_arrays()), {}), True
+    )
+    assert not _call(site, run, honest, "evaluate").has_error()
+    assert any(d.startswith("store/shards/") for d in decryptions)
+
+
+def test_the_message_size_cap_counts_every_record_not_only_the_model(
+    tmp_path: Path, decryptions: list[str]
+) -> None:
+    """A training message whose model is the run's, plus a large record of another name: the site's
+    max_message_mb bounds what the message carries, wherever in it."""
+    run = RunConfig(**{**SVM, "secure_aggregation": False})
+    limit = (_model_bytes(run) + 4096) / 2**20
+    site = _site(tmp_path / "hospital", SitePolicy(require_secure_aggregation=False, max_message_mb=limit))
+    content = _plain_fit(run)
+    content["extra.payload"] = ArrayRecord([np.zeros(64 * 1024, np.uint8)])
+    reply = _call(site, run, content)
+    assert reply.has_error() and reply.error.reason == "fedscan-refusal:message-too-large"
+    assert decryptions == []
+    assert not _call(site, run, _plain_fit(run)).has_error()  # the same model alone is within the cap
+
+
+@pytest.mark.parametrize("claimed_stage", [Stage.SETUP, Stage.UNMASK])
+def test_a_plain_round_claiming_a_secagg_stage_is_counted_and_logged_as_taken(
+    tmp_path: Path, claimed_stage: str
+) -> None:
+    """A stage record in a plain run changes nothing: the round trains in the clear, so the site counts
+    it against its caps and its audit log says it took it (the server cannot make a round invisible)."""
+    site = _site(tmp_path / "hospital", SitePolicy(require_secure_aggregation=False))
+    run = RunConfig(**{**SVM, "secure_aggregation": False})
+    content = _plain_fit(run)
+    content[RECORD_KEY_CONFIGS] = ConfigRecord({Key.STAGE: claimed_stage, Key.SAMPLE_NUMBER: 9})
+    reply = _call(site, run, content)
+    assert not reply.has_error()
+    assert read_tally(site).in_run("7") == 1
+    audit = [json.loads(line) for line in (site.root / "audit" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["event"] == "round.taken" and audit[-1]["details"]["secagg"] is False
 
 
 def test_a_round_that_would_overspend_is_refused_after_reading_only_the_manifest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,10 +20,11 @@ from client.site_enrolment import enrol_site
 from client.site_init import init_site, load_site_key
 from client.store import Record, StoreWriter
 from client.supernode import SiteKit, SiteNode, check_site
-from common.crypto.signing import generate_signing_key
+from common.crypto.signing import generate_signing_key, load_signing_key
 from common.enrolment import read_request
 from common.errors import InputError, KeyMaterialError, PolicyError, StoreError
-from server.provision import add_site, provision, revoke_site
+from common.federation_manifest import read_manifest, signed_manifest_bytes
+from server.provision import add_site, load_federation, provision, revoke_site
 
 
 def _site(root: Path, site_id: str, records: int = 6) -> SiteDir:
@@ -77,6 +79,30 @@ def test_another_publishers_kit_is_refused_once_one_is_trusted(sites, kits: Path
     (kits / "a" / "federation.json").write_text(json.dumps(forged))
     with pytest.raises(InputError, match="signature does not verify"):
         check_site(sites["a"], SiteKit.load(kits / "a"))
+
+
+@pytest.mark.parametrize("claim", ["audit_key", "audit_genesis"])
+def test_a_manifest_that_names_another_audit_key_or_log_for_the_site_is_refused(  # type: ignore[no-untyped-def]
+    sites, kits: Path, claim: str
+) -> None:
+    """The coordinator signs the manifest, so it could enrol its own key (or another log) as a site's
+    audit identity and then sign that site's log itself, and ``audit verify --kit`` would vouch for it.
+    The site checks every claim the manifest makes about it, not only its node key."""
+    kit = SiteKit.load(kits / "a")
+    check_site(sites["a"], kit)  # positive control: the manifest made from a's own request
+    fed = load_federation(kits.parent)
+    manifest = read_manifest(kit.manifest_file)
+    swapped = {
+        "audit_key": generate_signing_key().verify_key.to_base64(),  # a key the coordinator holds
+        "audit_genesis": "ab" * 32,  # a log the site never wrote
+    }[claim]
+    sites_ = tuple(
+        dataclasses.replace(s, **{claim: swapped}) if s.site_id == "a" else s for s in manifest.sites
+    )
+    forged = dataclasses.replace(manifest, sites=sites_, serial=manifest.serial + 1)
+    kit.manifest_file.write_bytes(signed_manifest_bytes(forged, load_signing_key(fed.publisher_key)))
+    with pytest.raises(KeyMaterialError, match="audit"):
+        check_site(sites["a"], kit)
 
 
 def test_node_key_open_to_others_is_refused(sites, kits: Path) -> None:  # type: ignore[no-untyped-def]

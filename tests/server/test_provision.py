@@ -235,3 +235,37 @@ def test_cli_enrols_provisions_and_reports_as_json(tmp_path: Path) -> None:
     assert [s["status"] for s in json.loads(revoke.stdout)["sites"]] == ["revoked", "active"]
     bad = cli("server", "provision", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "--federation" in bad.stderr
+
+
+def _request_with_keys_of(site: SiteDir, site_id: str, out: Path) -> Path:
+    """A request for ``site_id`` signed with ``site``'s keys (whoever holds them: the site, or a thief)."""
+    from client.site_audit import load_audit_key
+    from common.enrolment import make_request
+
+    private, public = site.node_key_file.read_bytes(), site.node_pubkey_file.read_bytes()
+    out.write_bytes(
+        make_request(site_id, private, public, load_audit_key(site), "2026-01-01T00:00:00Z", "ab" * 32)
+    )
+    return out
+
+
+def test_no_node_or_audit_key_is_enrolled_for_two_sites_nor_again_after_its_revocation(
+    fed, enrolled, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A node key stands for one site: enrolled for a second site id it would let one party act as two
+    (and the SuperLink cannot register one key twice: the coordinator would not start), and a key
+    revoked because it was exposed must not come back under a new site id from whoever took it."""
+    site_a, site_b = enrolled["a"][0], enrolled["b"][0]
+    with pytest.raises(ConfigError, match="already enrolled"):
+        add_site(fed.root, read_request(_request_with_keys_of(site_a, "e", tmp_path / "a-as-e.json")))
+    stolen = tmp_path / "b-as-e.json"
+    _request_with_keys_of(site_b, "e", stolen)  # b's keys, copied before b's revocation
+    fed = revoke_site(fed.root, "b")
+    with pytest.raises(ConfigError, match="revoked"):
+        add_site(fed.root, read_request(stolen))
+    twice = [read_request(enrolled["a"][1]), read_request(tmp_path / "a-as-e.json")]
+    with pytest.raises(ConfigError, match="already enrolled"):
+        provision(tmp_path / "fed2", "f2", [], "hub:9092", requests=twice)
+    # Positive control: a new site with keys of its own is enrolled.
+    fed = add_site(fed.root, read_request(enrolled["d"][1]))
+    assert fed.site("d").status == "active"
