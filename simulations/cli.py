@@ -47,12 +47,23 @@ def demo_command(
         Path("fedscan-demo"), "--workdir", help="Folder for everything the demo writes."
     ),
     rounds: int = typer.Option(3, "--rounds", min=1, max=50, help="Federated rounds."),
+    deployment: bool = typer.Option(
+        False, "--deployment", help="Run it as a real local federation: coordinator and sites as processes."
+    ),
+    sites: int = typer.Option(3, "--sites", min=3, max=8, help="Hospitals (with --deployment)."),
     json_output: bool = typer.Option(False, "--json", help="Print the results as JSON instead of tables."),
 ) -> None:
     """Run the whole pipeline on synthetic data: 3 hospitals, de-identify, encrypt, train together.
 
+    With --deployment the same hospitals enrol in a federation and run as real processes on 127.0.0.1
+    (fedscan server start, fedscan site run per site; TLS, node authentication, signed app bundles); a
+    run is submitted, the audit trail and model are verified, and everything the demo started is stopped.
+
     Example: fedscan demo --workdir ./fedscan-demo --rounds 3
     """
+    if deployment:
+        _deployment_demo(workdir, rounds, sites, json_output)
+        return
     from simulations.demo import run_demo
 
     def stage(message: str) -> None:
@@ -469,3 +480,50 @@ def sim_compare(
         typer.echo(json.dumps(summary, indent=2, default=float))
     else:
         console.print(_compare_table(summary))
+
+
+def _deployment_demo(workdir: Path, rounds: int, sites: int, json_output: bool) -> None:
+    from common.errors import TrainingError
+    from simulations.demo_deployment import run_deployment_demo
+
+    def stage(message: str) -> None:
+        if not json_output:
+            console.print(f"[bold cyan]>[/] {message}")
+
+    def round_done(record) -> None:  # type: ignore[no-untyped-def]
+        if not json_output and record.accuracy is not None:
+            console.print(
+                f"  round {record.round}: accuracy {record.accuracy:.3f}, {record.round_seconds:.1f} s"
+            )
+
+    result = run_deployment_demo(workdir, rounds=rounds, sites=sites, on_stage=stage, on_round=round_done)
+    body = {
+        "workdir": str(result.workdir),
+        "federation": str(result.federation_dir),
+        "run_dir": str(result.outcome.out_dir),
+        "status": result.outcome.status,
+        "rounds": [r.__dict__ for r in result.outcome.rounds],
+        "logs_verified": result.logs_verified,
+        "reconciled": result.reconciled,
+        "model": result.model.to_dict(),
+        "processes_left": list(result.processes_left),
+        "port_closed": result.port_closed,
+        "ok": result.ok,
+    }
+    if json_output:
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        final = result.outcome.rounds[-1] if result.outcome.rounds else None
+        accuracy = f"{final.accuracy:.3f}" if final is not None and final.accuracy is not None else "-"
+        console.print(
+            f"Run {result.outcome.status}: final accuracy {accuracy}; audit logs verified: "
+            f"{result.logs_verified}, reconciled: {result.reconciled}, model verified: {result.model.ok}; "
+            f"processes left: {len(result.processes_left)}, port closed: {result.port_closed}",
+            highlight=False,
+        )
+        console.print(
+            f"Federation (kits, manifest, coordinator state): {result.federation_dir}", highlight=False
+        )
+        console.print(f"Run records, model card and final model: {result.outcome.out_dir}", highlight=False)
+    if not result.ok:
+        raise TrainingError("The deployment demo finished with problems (see above).")
