@@ -67,10 +67,11 @@ class SitePolicy:
     pinned_bundles:
         SHA-256 of the app bundles (the bytes the SuperNode receives) this site accepts; empty = any
         bundle a trusted publisher signed for this site's installed fedscan.
-    max_local_epochs, max_local_steps, max_batch_size:
+    max_local_epochs, max_local_steps, max_batch_size, max_threads:
         Most local work one round may ask for: epochs (``local-epochs``), or mini-batch steps
         (``local-steps``) when the run counts steps, each of at most ``max_batch_size`` records
-        (``batch-size``: a step's work, and what one step holds in memory).
+        (``batch-size``: a step's work, and what one step holds in memory), on at most ``max_threads``
+        threads (``threads``: the share of the site's machine a round may take).
     max_rounds_per_run, max_rounds_per_day:
         Most training rounds this site takes in one run (the run's ``num-server-rounds`` too) and in one
         UTC day, counted by the site itself.
@@ -90,6 +91,7 @@ class SitePolicy:
     max_local_epochs: int = 50
     max_local_steps: int = 100_000
     max_batch_size: int = 1024
+    max_threads: int = 8
     max_rounds_per_run: int = 1000
     max_rounds_per_day: int = 5000
     max_message_mb: float = 1024.0
@@ -116,6 +118,7 @@ class SitePolicy:
             "max_local_epochs",
             "max_local_steps",
             "max_batch_size",
+            "max_threads",
             "max_rounds_per_run",
             "max_rounds_per_day",
         ):
@@ -170,6 +173,7 @@ class SitePolicy:
             f"max_local_epochs = {self.max_local_epochs}\n"
             f"max_local_steps = {self.max_local_steps}\n"
             f"max_batch_size = {self.max_batch_size}\n"
+            f"max_threads = {self.max_threads}\n"
             f"max_rounds_per_run = {self.max_rounds_per_run}\n"
             f"max_rounds_per_day = {self.max_rounds_per_day}\n"
             f"max_message_mb = {float(self.max_message_mb)!r}\n"
@@ -200,6 +204,7 @@ class RoundRequest:
     local_epochs: int = 1
     local_steps: int = 0
     batch_size: int = 32
+    threads: int = 1
     run_rounds: int = 1
     rounds_in_run: int = 0
     rounds_today: int = 0
@@ -297,6 +302,8 @@ def _over_caps(policy: SitePolicy, request: RoundRequest) -> Refusal | None:
             "work-over-cap",
             f"batch-size {request.batch_size} is over max_batch_size {policy.max_batch_size}",
         )
+    if request.threads > policy.max_threads:
+        return Refusal("work-over-cap", f"threads {request.threads} is over max_threads {policy.max_threads}")
     if request.local_steps <= 0 and request.local_epochs > policy.max_local_epochs:
         return Refusal(
             "work-over-cap",

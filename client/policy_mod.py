@@ -207,6 +207,7 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
         local_epochs=config.local_epochs,
         local_steps=config.local_steps,
         batch_size=config.batch_size,
+        threads=config.threads,
         run_rounds=config.num_server_rounds,
         rounds_in_run=tally.in_run(str(context.run_id)) if tally is not None else 0,
         rounds_today=tally.on_day(utc_day()) if tally is not None else 0,

@@ -145,6 +145,7 @@ _POLICY_FIELDS = {
     "max_local_epochs": "a positive integer",
     "max_local_steps": "a positive integer",
     "max_batch_size": "a positive integer",
+    "max_threads": "a positive integer",
     "max_rounds_per_run": "a positive integer",
     "max_rounds_per_day": "a positive integer",
     "max_message_mb": "a positive number",
@@ -172,6 +173,7 @@ def parse_policy(table: dict[str, Any], path: Path) -> SitePolicy:
             "max_local_epochs",
             "max_local_steps",
             "max_batch_size",
+            "max_threads",
             "max_rounds_per_run",
             "max_rounds_per_day",
         )

@@ -163,6 +163,7 @@ def check_site(site: SiteDir, kit: SiteKit) -> ReadySite:
     manifest = read_federation(kit.manifest_file, trusted=config.policy.publisher_keys())
     if manifest.federation != kit.federation or manifest.ca_sha256 != kit.ca_sha256:
         raise InputError(f"{kit.manifest_file} is the manifest of another federation than {kit.root}.")
+    _refuse_older_manifest(site, manifest, kit.manifest_file)
     entry = manifest.site(kit.site_id)
     if entry is None or entry.status == "pending":
         raise PolicyError(
@@ -208,6 +209,33 @@ def _check_audit_identity(site: SiteDir, kit: SiteKit, entry: ManifestSite) -> N
             f"{entry.audit_genesis[:16] or 'none'}...) than this site's own ({genesis[:16]}...). Refusing; "
             "ask the coordinator for the manifest made from this site's own enrolment request."
         )
+
+
+def _refuse_older_manifest(site: SiteDir, manifest: FederationManifest, path: Path) -> None:
+    """Refuse a manifest older (lower serial) than one this site has already seen for its federation.
+
+    An old manifest may still list a site the coordinator has since revoked, or an old key for it;
+    the highest serial seen is kept per federation in ``flower/manifest-serials.json``.
+    """
+    record = site.root / "flower" / "manifest-serials.json"
+    try:
+        seen: dict[str, int] = {str(k): int(v) for k, v in json.loads(record.read_text()).items()}
+    except FileNotFoundError:
+        seen = {}
+    except (ValueError, AttributeError, TypeError):
+        raise InputError(
+            f"{record} is damaged; restore or remove it (it only records manifest serials)."
+        ) from None
+    highest = seen.get(manifest.federation, 0)
+    if manifest.serial < highest:
+        raise InputError(
+            f"{path} is manifest serial {manifest.serial} of federation {manifest.federation}, older than "
+            f"serial {highest} this site has already seen: ask the coordinator for the current kit."
+        )
+    if manifest.serial > highest:
+        record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        seen[manifest.federation] = manifest.serial
+        write_atomic(record, json.dumps(seen, sort_keys=True).encode(), mode=0o600)
 
 
 def warm_up() -> None:

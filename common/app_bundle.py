@@ -14,7 +14,9 @@ runs it. fedscan's rule (``docs/deployment.md``, threat model):
 * a bundle that carries no code (fedscan's own: a manifest naming fedscan's installed ClientApp) must
   declare the app hash of exactly the site's installed fedscan; a bundle that carries code is refused
   where the site runs its installed code only (the ``warm`` executor: the bundle's code would not be
-  what runs), and otherwise its app hash is computed over its own Python files;
+  what runs), and otherwise its app hash is computed over its own Python files, and it runs only if
+  the site has reviewed it: pinned the bundle or approved that app hash (the coordinator holds the
+  publisher key, so a signature alone never admits new code);
 * if the site lists approved app hashes, that app hash must be one of them;
 * a bundle that carries code carries it as Python source only: bytecode (``__pycache__``, sourceless
   ``.pyc``) and extension modules are refused, since Python would run them instead of the source the
@@ -92,6 +94,7 @@ BUNDLE_REFUSALS: Final[Mapping[str, str]] = {
     "wrong-app": "the bundle is for other code than this site's installed fedscan",
     "unapproved-app": "the app hash is not one of the site's approved app hashes",
     "compiled-code": "the bundle carries bytecode or an extension module, which its app hash does not cover",
+    "code-not-reviewed": "the bundle carries code the site has neither pinned nor approved by app hash",
     "unsafe-name": "the bundle's publisher, name or version is not a plain name (Flower installs by them)",
 }
 #: Importable files other than Python source: Python runs them instead of (or beside) the ``.py`` files
@@ -343,6 +346,16 @@ def verify_bundle(fab: bytes, fab_hash: str, trust: BundleTrust) -> BundleVerdic
         if computed != declared_app:
             return _refused(
                 actual, "wrong-app", "the declared app hash is not its code's", carries_code=True, **extra
+            )
+        if not trust.pinned_bundles and not trust.approved_app_hashes:
+            # The coordinator holds the publisher key: code it signs runs only where the site itself
+            # reviewed it (its app hash approved, or the exact bundle pinned), never on the signature alone.
+            return _refused(
+                actual,
+                "code-not-reviewed",
+                "pin the bundle or approve its app hash",
+                carries_code=True,
+                **extra,
             )
     else:
         try:

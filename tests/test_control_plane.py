@@ -10,6 +10,7 @@ site connecting from the other namespace. Every process a test starts is ended b
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,10 +28,12 @@ from client.site import SiteDir
 from client.site_config import SiteConfig
 from client.site_init import init_site
 from client.supernode import SiteKit, SiteNode, check_site
-from common.app_bundle import build_fab, sign_app_dir
+from common.app_bundle import sign_app_dir
+from common.app_identity import app_hash, source_digest
 from common.crypto.pki import new_node_key
 from common.crypto.signing import generate_signing_key, load_signing_key
 from common.flower_runtime.daemons import ProcessRef, free_port
+from common.flower_runtime.fab import build_fab
 from server.coordinator_audit import coordinator_log_file
 from server.deployment import run_training
 from server.provision import Federation
@@ -309,6 +312,12 @@ def test_sites_run_only_bundles_they_approved_and_the_honest_run_still_trains(  
     marks = tmp_path / "marks"
     marks.mkdir()
     app = _evil_app(tmp_path, marks)
+    # site-1 has reviewed this code and approved its app hash (and its installed fedscan's): a signed
+    # bundle carrying code runs only where the site approved it or pinned the bundle.
+    reviewed = source_digest((p.relative_to(app).as_posix(), p.read_bytes()) for p in app.rglob("*.py"))
+    config = SiteConfig.load(sites[0].config_file)
+    policy = dataclasses.replace(config.policy, approved_app_hashes=(reviewed, app_hash()))
+    sites[0].config_file.write_text(dataclasses.replace(config, policy=policy).to_toml())
     nodes = _start_sites(coordinator, sites, netns)
     try:
         # 2a. The coordinator pushes an unsigned bundle that reads the site key: no site runs it.

@@ -13,7 +13,12 @@ Flower middleware layer:
 * any other peer may send exactly ``POST`` to one of the Fleet routes a SuperNode uses (the app's own
   ``/v1/fleet/...`` routes minus node self-registration, which node authentication refuses anyway);
   everything else (Control, Runtime, health, the OpenAPI pages, websockets) is answered ``403`` before
-  Flower sees it.
+  Flower sees it;
+* and its request body may be at most :data:`MAX_REMOTE_BODY` bytes: Flower reads a whole body before
+  its node authentication runs, so an unauthenticated peer could otherwise make the SuperLink hold any
+  amount of memory (a 600 MiB push raised its resident memory by 580 MB). A SuperNode's largest request
+  carries one object chunk (Flower's 5 MiB) and its framing; a larger declared body is answered ``413``,
+  and a body that grows past the limit while streaming is cut off as a disconnect.
 
 The match is on the exact request path, before any of Flower's layers could interpret it, so no
 encoding or prefix trick turns an allowed path into a Control route. A reverse proxy on the coordinator
@@ -34,13 +39,14 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import ConfigError
 from common.flower_runtime import require_supported
 
 __all__ = [
     "GATE_MARK",
+    "MAX_REMOTE_BODY",
     "SELF_REGISTRATION_ROUTES",
     "FleetOnlyGate",
     "fleet_routes",
@@ -67,11 +73,14 @@ _SUPERNODE_ROUTES: Final = frozenset(
         "/v1/fleet/confirm-message-received",
     }
 )
+#: Largest request body a peer off loopback may send: three of Flower's 5 MiB object chunks.
+MAX_REMOTE_BODY: Final = 16 * 1024 * 1024
 #: Attribute set on a wrapped ``create_app``, so that installing twice changes nothing.
 GATE_MARK: Final = "__fedscan_control_gate__"
 _REFUSAL: Final = json.dumps(
     {"detail": "fedscan: only the Fleet API is served to peers outside the coordinator's loopback."}
 ).encode()
+_TOO_LARGE: Final = json.dumps({"detail": "fedscan: request body too large."}).encode()
 
 
 def is_loopback_peer(client: Iterable[Any] | None) -> bool:
@@ -102,11 +111,14 @@ class FleetOnlyGate:
         Exact request paths a non-loopback peer may ``POST`` to.
     """
 
-    def __init__(self, app: ASGIApp, *, remote_paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, remote_paths: frozenset[str], max_body: int = MAX_REMOTE_BODY
+    ) -> None:
         if not remote_paths:
             raise ValueError("FleetOnlyGate needs at least one path that remote peers may reach.")
         self.app = app
         self.remote_paths = remote_paths
+        self.max_body = max_body
         self.refused = 0  # requests turned away, for tests and logs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,26 +129,49 @@ class FleetOnlyGate:
             )
             if not allowed:
                 self.refused += 1
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, send, 403, _REFUSAL)
                 return
+            declared = dict(scope.get("headers", ())).get(b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+                self.refused += 1
+                await self._refuse(scope, send, 413, _TOO_LARGE)
+                return
+            receive = self._bounded(receive)
         await self.app(scope, receive, send)
 
+    def _bounded(self, receive: Receive) -> Receive:
+        """``receive``, turning a body that grows past :attr:`max_body` into a client disconnect."""
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    self.refused += 1
+                    return {"type": "http.disconnect"}
+            return message
+
+        return bounded
+
     @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(scope: Scope, send: Send, status: int, body: bytes) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
         await send(
             {
                 "type": "http.response.start",
-                "status": 403,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_REFUSAL)).encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": _REFUSAL})
+        await send({"type": "http.response.body", "body": body})
 
 
 def fleet_routes(app: Any) -> frozenset[str]:

@@ -229,6 +229,7 @@ def _exhausted_ledger(site: SiteDir) -> None:
         (SitePolicy(approved_app_hashes=("0" * 64,)), {}, "setup-5", None, "unapproved-app"),
         (_PLAIN_POLICY(max_local_epochs=2), {**_PLAIN, "local_epochs": 3}, "plain", None, "work-over-cap"),
         (_PLAIN_POLICY(max_local_steps=50), {**_PLAIN, "local_steps": 51}, "plain", None, "work-over-cap"),
+        (_PLAIN_POLICY(max_threads=2), {**_PLAIN, "threads": 3}, "plain", None, "work-over-cap"),
         # One step of an enormous batch: a step's work is its batch (the SVM trains steps x batch-size
         # samples; a torch model takes the whole split per step, in memory at once).
         (

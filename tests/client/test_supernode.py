@@ -204,3 +204,14 @@ print(before.currsize, os.waitstatus_to_exitcode(status), app_hash() == app_hash
 def test_warm_up_computes_the_app_hash_that_forked_tasks_reuse(fresh_python: Callable[[str], str]) -> None:
     cached, child_exit, same_as_fresh = fresh_python(_WARM_UP_THEN_FORK).split()
     assert (cached, child_exit, same_as_fresh) == ("1", "0", "True")
+
+
+def test_an_older_manifest_than_one_seen_is_refused(sites, kits: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    old = (kits / "a" / "federation.json").read_bytes()
+    check_site(sites["a"], SiteKit.load(kits / "a"))
+    spare = _site(tmp_path / "more", "c")
+    add_site(kits.parent, read_request(_request(spare, tmp_path / "c.json")))  # serial goes up
+    check_site(sites["a"], SiteKit.load(kits / "a"))  # the newer manifest is seen
+    (kits / "a" / "federation.json").write_bytes(old)  # a downgrade to the earlier, validly signed one
+    with pytest.raises(InputError, match="older than serial"):
+        check_site(sites["a"], SiteKit.load(kits / "a"))

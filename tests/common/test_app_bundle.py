@@ -140,7 +140,11 @@ def test_unsafe_zip_entries_are_malformed(entries: list[tuple[str, bytes]]) -> N
 def test_a_signed_bundle_with_code_runs_only_where_the_site_allows_code(tmp_path: Path) -> None:
     signed = sign_app_dir(_code_app(tmp_path), PUBLISHER, FEDERATION)
     assert _check(signed.fab) == "code-not-allowed"  # a site running its installed fedscan only
-    verdict = verify_bundle(signed.fab, signed.fab_sha256, _trust(installed_only=False))
+    # Signed by the trusted publisher, but not reviewed at the site: refused.
+    assert _check(signed.fab, _trust(installed_only=False)) == "code-not-reviewed"
+    verdict = verify_bundle(
+        signed.fab, signed.fab_sha256, _trust(installed_only=False, pinned_bundles=(signed.fab_sha256,))
+    )
     assert verdict.ok and verdict.carries_code
     code = {"pkg/__init__.py": b"", "pkg/c.py": b"app = None\n"}
     assert verdict.app_hash == source_digest(code.items())

@@ -85,3 +85,40 @@ def test_a_remote_peer_reaches_only_the_supernodes_fleet_routes(fresh_python: Ca
     # Positive control: the same requests from loopback reach Flower (no 403 from the gate).
     assert loopback["POST /v1/control/list-nodes"] != 403 and loopback["GET /health"] == 200
     assert loopback["POST /v1/runtime/acquire-task"] != 403
+
+
+_BODY_CAP = """
+import asyncio, json
+import httpx
+from common.flower_runtime.control_gate import MAX_REMOTE_BODY, install_control_gate
+install_control_gate()
+import flwr.superlink.main as main
+app = main.create_app()
+
+async def chunks(total):
+    sent = 0
+    while sent < total:
+        size = min(1 << 20, total - sent)
+        sent += size
+        yield b"x" * size
+
+async def ask(peer):
+    transport = httpx.ASGITransport(app=app, client=(peer, 4711))
+    async with httpx.AsyncClient(transport=transport, base_url="https://hub") as client:
+        headers = {"content-type": "application/protobuf"}
+        url = "/v1/fleet/push-object"
+        declared = await client.post(url, content=b"x" * (MAX_REMOTE_BODY + 1), headers=headers)
+        streamed = await client.post(url, content=chunks(MAX_REMOTE_BODY + (1 << 20)), headers=headers)
+        small = await client.post("/v1/fleet/push-object", content=b"x" * 1000, headers=headers)
+        return [declared.status_code, streamed.status_code, small.status_code]
+
+print(json.dumps({"remote": asyncio.run(ask("10.1.2.3")), "loopback": asyncio.run(ask("127.0.0.1"))}))
+"""
+
+
+def test_a_remote_peer_cannot_send_a_body_larger_than_the_cap(fresh_python: Callable[[str], str]) -> None:
+    result = json.loads(fresh_python(_BODY_CAP).strip().splitlines()[-1])
+    declared, streamed, small = result["remote"]
+    assert declared == 413  # refused before a byte of it is read
+    assert streamed != 200 and small not in (403, 413)  # the small one reaches Flower (node auth: 401)
+    assert 413 not in result["loopback"]  # the coordinator's own tools are not capped
