@@ -15,7 +15,7 @@ A run's figure is the median round time over rounds 2..N (round 1 includes start
 interleaved: for each repetition, every (setting, kind, configuration) once, in a shuffled order, so
 drift of the shared machine spreads over all configurations. The summary gives, per cell, the median and
 range over repetitions, and each adaptation's saving: median(``-NAME``) - median(``all``), as a share of
-median(``all``). The rule (docs/deployment.md): an adaptation whose median saving is under 5% of a round
+median(``all``). The rule (docs/performance.md): an adaptation whose median saving is under 5% of a round
 in both settings, or inside the run-to-run range, is removed.
 
 Usage (root; the machine is shared): python benchmarks/bench_ablation.py [--runs 5] [--rounds 3]

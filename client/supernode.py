@@ -15,7 +15,7 @@ TLS certificate is verified against it), the node key (SuperNode authentication)
 port on 127.0.0.1, and a node config naming the site directory; the ClientApp opens the store from there.
 The site only connects out: no inbound port is opened (the Runtime API listens on loopback only).
 
-Isolation, as on the server (``docs/deployment.md`` has the measurements): ``warm`` (default) runs the
+Isolation, as on the server (``docs/performance.md`` has the measurements): ``warm`` (default) runs the
 SuperNode with ``--isolation process``, a SuperExec secret and fedscan's pre-warmed executor
 (:mod:`common.flower_runtime.warm_exec`); ``process`` uses Flower's ``flower-superexec`` instead;
 ``subprocess`` is Flower's default. fedscan's performance adaptations (capped idle waits, held answers,

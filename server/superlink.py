@@ -16,7 +16,7 @@ control-plane gate in front of Flower's app: peers off the coordinator's loopbac
 (:mod:`common.flower_runtime.control_gate`), and applies fedscan's performance adaptations
 (:mod:`common.flower_runtime.adaptations`) unless the federation runs in stock mode.
 
-Isolation (how the ServerApp process is started; ``docs/deployment.md`` has the measurements):
+Isolation (how the ServerApp process is started; ``docs/performance.md`` has the measurements):
 
 * ``warm`` (default): ``--isolation process`` and fedscan's pre-warmed executor
   (:mod:`common.flower_runtime.warm_exec`); in stock mode (``FEDSCAN_FLOWER_RUNTIME=stock``) it becomes
@@ -108,7 +108,7 @@ class SuperLink:
     database
         SQLite file for the SuperLink's state (runs, registrations, message objects), or ``None`` for
         Flower's in-memory state. In memory is the default: every model array crosses the SuperLink as
-        one object, and through SQLite a round took 2.4x as long here (``docs/deployment.md``);
+        one object, and through SQLite a round took 2.4x as long here (``docs/performance.md``);
         registrations are re-applied from the kit at every start, so nothing the federation needs is
         lost when the SuperLink stops.
     """

@@ -310,7 +310,7 @@ def test_a_site_killed_mid_run_ends_the_run_clearly_never_hangs(  # type: ignore
             seen.extend(ref for d in node.daemons for ref in d.processes())
             node.stop()
     _assert_all_gone(seen)
-    assert killed, "round 1 never completed"
+    assert killed, f"round 1 never completed: {error}"
     assert time.monotonic() - started < 420
     if error is not None:  # failed: with the reason, not a timeout
         assert "did not finish within" not in str(error)

@@ -1,7 +1,7 @@
 """The registry of fedscan's performance adaptations of Flower, and the one switch that applies them.
 
 Each entry names one adaptation, the processes it applies to and where its code and its measured reason
-live (``docs/deployment.md``, ablation table). :func:`apply` is the only way a process gets them:
+live (``docs/performance.md``, ablation table). :func:`apply` is the only way a process gets them:
 
 * in **stock** mode (``FEDSCAN_FLOWER_RUNTIME=stock``) none is applied, anywhere: the federation runs
   Flower's own code paths (fedscan's security gates stay on: they are not in this registry);
@@ -63,7 +63,7 @@ class Adaptation:
     module: str
 
 
-#: Every performance adaptation, by name (the ablation table in docs/deployment.md has one row each).
+#: Every performance adaptation, by name (the ablation table in docs/performance.md has one row each).
 ADAPTATIONS: Final[Mapping[str, Adaptation]] = {
     a.name: a
     for a in (

@@ -5,7 +5,7 @@ message, its record dict, each record, and for an array record every array and e
 it. In the deployment engine each of those requests crosses every hop (ServerApp -> SuperLink ->
 SuperNode -> ClientApp and back), and each is an authenticated HTTPS request answered by a Python web
 service; the SuperLink, which serves them one at a time, is what a deployed round waits for
-(``docs/deployment.md``). A legacy fit or evaluate message (model, config, metrics) made 6 to 8
+(``docs/performance.md``). A legacy fit or evaluate message (model, config, metrics) made 6 to 8
 objects even with each array record packed into one array; a record dict of a single record makes 3
 (the message, the record dict, the record), the least a message can be.
 

@@ -17,7 +17,7 @@ than ``max_wait`` (every other clock function is the real one), and the object p
 ``max_wait / 4`` to at most ``max_wait``, still within Flower's overall pull deadline (2 h; the
 per-object try limit, calibrated for the long back-off, is lifted). Nothing else changes: same
 requests, same TLS and authentication, only more often while waiting (a SuperNode at
-``max_wait=0.2`` sends 5 small authenticated requests a second; ``docs/deployment.md`` sizes this
+``max_wait=0.2`` sends 5 small authenticated requests a second; ``docs/performance.md`` sizes this
 for large federations). A module not where Flower 1.42 keeps it (another Flower version) is left
 alone and the caller told, so the worst case is Flower's own latency, never a failure.
 

@@ -5,7 +5,7 @@ Flower 1.42's SuperLink serves its Fleet API (the sites), Runtime API (the Serve
 layers, each a Starlette ``BaseHTTPMiddleware`` (a task group and a streamed copy of the response per
 layer and request). Profiled in a deployed SecAgg+ round, the SuperLink, which serves every request of
 the federation one at a time, spent most of its CPU in that machinery and little in Flower's handlers;
-the requests queued behind each other and the round waited for them (``docs/deployment.md``).
+the requests queued behind each other and the round waited for them (``docs/performance.md``).
 
 Six of the eight layers act on one API only and hand every other request straight to the next layer
 (``call_next`` and nothing else, in Flower's own code): the four Control ones (no-cache headers on
