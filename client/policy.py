@@ -56,6 +56,13 @@ class SitePolicy:
         whose delta exceeds ``max_delta`` is refused.
     approved_app_hashes:
         SHA-256 digests (:func:`app_hash`) of the app code the site accepts; empty = any.
+    min_honest_sites:
+        Distributed client-level DP: how many of a round's sites (this one included) the site assumes
+        add their noise share honestly. The site adds ``1 / min_honest_sites`` of the noise variance and
+        books the noise as if that many shares were in the sum. The default, 1, trusts no other site:
+        the site adds all of the noise itself. SecAgg+ keys are not bound to enrolled sites, so a
+        coordinator could fill a round with sites of its own; raise it only for sites you trust.
+        Never taken from the server (SecAgg+'s threshold is the server's number).
     """
 
     require_secure_aggregation: bool = True
@@ -64,10 +71,16 @@ class SitePolicy:
     max_epsilon: float = math.inf
     max_delta: float = 1e-5
     approved_app_hashes: tuple[str, ...] = field(default=())
+    min_honest_sites: int = 1
 
     def __post_init__(self) -> None:
         if self.min_sites < 2:
             raise ConfigError("policy.min_sites must be at least 2 (one site alone is not a federation).")
+        if not 1 <= self.min_honest_sites <= self.min_sites:
+            raise ConfigError(
+                f"policy.min_honest_sites must be between 1 and min_sites ({self.min_sites}): a site cannot "
+                "assume more honest sites than it requires in a round."
+            )
         unknown = sorted(set(self.allowed_models) - set(MODEL_KINDS))
         if unknown or not self.allowed_models:
             raise ConfigError(
@@ -106,6 +119,10 @@ class SitePolicy:
             "# SHA-256 of the app code this site accepts (python -c 'import client.policy as p;\n"
             "# print(p.app_hash())'); empty = any.\n"
             f"approved_app_hashes = [{hashes}]\n"
+            "# Distributed client-level DP: sites of a round (this one included) assumed to add their\n"
+            "# noise share honestly; this site adds 1/min_honest_sites of the noise variance. 1 = trust\n"
+            "# no other site (SecAgg+ keys are not bound to enrolled sites). Never the server's number.\n"
+            f"min_honest_sites = {self.min_honest_sites}\n"
         )
 
 

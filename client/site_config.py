@@ -1,7 +1,7 @@
 """``site.toml``: a site's identity and local settings, validated once with a clear error per field.
 
-The policy fields (secure aggregation, minimum sites, epsilon budget, approved app hashes) are
-enforced by the site itself, never trusted from the server.
+The policy fields (secure aggregation, minimum sites, epsilon budget, approved app hashes, the honest
+sites assumed for distributed noise) are enforced by the site itself, never trusted from the server.
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ _POLICY_FIELDS = {
     "max_epsilon": "a positive number (inf for no budget)",
     "max_delta": "a number in (0, 1)",
     "approved_app_hashes": "a list of SHA-256 hex digests",
+    "min_honest_sites": "an integer (1 = trust no other site)",
 }
 
 
@@ -159,7 +160,9 @@ def parse_policy(table: dict[str, Any], path: Path) -> SitePolicy:
     for name, value in table.items():
         if name == "require_secure_aggregation" and not isinstance(value, bool):
             raise bad(name, value)
-        if name == "min_sites" and (isinstance(value, bool) or not isinstance(value, int)):
+        if name in ("min_sites", "min_honest_sites") and (
+            isinstance(value, bool) or not isinstance(value, int)
+        ):
             raise bad(name, value)
         if name in ("max_epsilon", "max_delta"):
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -18,6 +18,7 @@ REFUSAL_CODES = (
     "no-differential-privacy",
     "too-few-sites",
     "budget-exhausted",
+    "replayed-message",
 )
 #: Error replies that carry a refusal start with this, followed by the code.
 REFUSAL_PREFIX = "fedscan-refusal:"

@@ -20,7 +20,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
 import client.store
-from client.epsilon_ledger import EpsilonLedger, LedgerEntry
+from client.epsilon_ledger import EpsilonLedger, LedgerEntry, Release
 from client.policy import Refusal, RoundRequest, SitePolicy, app_hash, check_round, refusals_file
 from client.site import SiteDir
 from client.site_config import SiteConfig
@@ -195,7 +195,7 @@ SVM = {"model": "svm", "image_size": 16, "min_fit_sites": 3}
 
 
 def _exhausted_ledger(site: SiteDir) -> None:
-    entry = LedgerEntry("earlier-run", 1, "sample", 0.5, 0.5, 200, 1e-5)
+    entry = LedgerEntry(1, "m-1", "earlier-run", 1, (Release("sample", 0.5, 0.5, 200),), 1e-5)
     EpsilonLedger(site).append(load_site_key(site), [entry])
 
 

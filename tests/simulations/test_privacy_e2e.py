@@ -19,7 +19,7 @@ from flwr.app import Message
 from flwr.superlink.grid import InMemoryGrid
 from opacus.accountants import RDPAccountant
 
-from client.dp_sgd import round_mechanism
+from client.dp_sgd import TrainingPopulation, round_mechanism
 from client.epsilon_ledger import EpsilonLedger
 from client.policy import SitePolicy, refusals_file
 from client.site import SiteDir
@@ -164,10 +164,10 @@ def test_a_site_failing_mid_round_does_not_stop_it_and_epsilon_is_reported(tmp_p
     per_site = []
     for site in sites[:4]:
         entries = EpsilonLedger(SiteDir(site)).entries(load_site_key(SiteDir(site)))
-        sample = [e for e in entries if e.kind == "sample"]
-        assert [e.round for e in sample] == [1, 2]
-        n = len(load_split(SiteDir(site).store_dir, load_site_key(SiteDir(site)), "train"))
-        mechanism = round_mechanism(config, n)
+        assert [e.server_round for e in entries] == [1, 2] and {e.state for e in entries} == {"sent"}
+        sample = [r for e in entries for r in e.releases if r.kind == "sample"]
+        train = load_split(SiteDir(site).store_dir, load_site_key(SiteDir(site)), "train")
+        mechanism = round_mechanism(config, TrainingPopulation.of(train))
         assert (sample[0].sampling_rate, sample[0].noise_multiplier) == (
             mechanism.sampling_rate,
             mechanism.noise_multiplier,
