@@ -287,8 +287,7 @@ class ServerAuditTrail:
         if epsilons:
             details["epsilons"] = epsilons
         privacy = record.privacy or {}
-        federation = privacy.get("epsilon_client")
-        federation = federation if federation is not None else privacy.get("epsilon_sample_max")
+        federation = privacy.get("epsilon")  # never lower than a site's ledger (server/privacy.py)
         if isinstance(federation, int | float) and math.isfinite(federation):
             details["epsilon"] = float(federation)
         self.manifests.update(

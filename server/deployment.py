@@ -33,6 +33,7 @@ from common.errors import ConfigError, TrainingError
 from common.flower_app import write_app_manifest
 from common.flower_wakeups import HOLD_SECONDS
 from common.fsio import write_atomic
+from common.privacy.site_sampling import check_fraction_fit
 from server.audit_trail import adopt_audit_key
 from server.provision import Federation
 from server.run_records import RoundRecord, read_round_records
@@ -92,6 +93,7 @@ def deployment_run_config(
         raise ConfigError(
             f"min-fit-sites is {config.min_fit_sites} but federation {fed.name} has {active} active site(s)."
         )
+    check_fraction_fit(config.fraction_fit, config.min_fit_sites, max(1, active))
     return values
 
 

@@ -15,6 +15,10 @@ model hash). Reconciliation matches the two, both ways:
     Both agree the site took part, but not on the model it trained from.
 ``duplicate-entry``
     One party logged the same round twice.
+``ledger-rollback``
+    A site's ``round.taken`` entries record its epsilon ledger's counter (``ledger_seq``); it went back
+    (or repeated), so the ledger was replaced by an older copy between two rounds and budget it had
+    spent was forgotten.
 ``unverified-log``
     A log failed verification: only its entries before the first bad one were reconciled.
 
@@ -41,6 +45,7 @@ FINDING_KINDS: Final = (
     "refused-but-listed",
     "model-mismatch",
     "duplicate-entry",
+    "ledger-rollback",
     "unverified-log",
 )
 
@@ -227,11 +232,27 @@ def reconcile(site_logs: Sequence[VerifiedLog], server_log: VerifiedLog) -> Reco
 def _site_view(log: VerifiedLog, findings: list[Finding]) -> _SiteView:
     view = _SiteView()
     site = log.verification.actor or "?"
+    newest: tuple[int, str] | None = None  # the largest ledger counter so far, and where
     for index, entry in enumerate(log.entries):
         if entry.event not in ("round.taken", "round.refused"):
             continue
         key = (str(entry.details["run_id"]), int(entry.details["round"]))
         ref = log.locate(index)
+        if entry.event == "round.taken" and "ledger_seq" in entry.details:
+            seq = int(entry.details["ledger_seq"])
+            if newest is not None and seq <= newest[0]:
+                findings.append(
+                    Finding(
+                        "ledger-rollback",
+                        site,
+                        *key,
+                        f"the epsilon ledger's counter went from {newest[0]} ({newest[1]}) back to {seq}: "
+                        "the ledger was replaced by an older copy and forgot spent budget",
+                        ref,
+                    )
+                )
+            if newest is None or seq > newest[0]:
+                newest = (seq, ref)
         if entry.event == "round.taken":
             if key in view.taken:
                 findings.append(Finding("duplicate-entry", site, *key, "round.taken logged twice", ref))
