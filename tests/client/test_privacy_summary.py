@@ -68,6 +68,11 @@ def test_spent_epsilon_per_run_and_refusals_by_code_are_shown(tmp_path: Path) ->
         < privacy["spent_epsilon"]
     )
     assert privacy["runs"]["run-a"]["rounds"] == 3 and privacy["runs"]["run-b"]["rounds"] == 1
+    assert privacy["unit"] == "patient" and privacy["bookings"] == 4
+    assert privacy["ledger_head"] == {"seq": 4, "sha256": ledger.head(key)[1]}
+    assert privacy["runs"]["run-a"]["assumptions"] == [
+        "DP-SGD sampled whole patients with per-patient clipping"
+    ]
     assert privacy["remaining_epsilon"] == pytest.approx(100.0 - privacy["spent_epsilon"])
     assert privacy["refusals"] == 3
     assert privacy["refusals_by_code"] == {"budget-exhausted": 2, "too-few-sites": 1}
@@ -75,6 +80,7 @@ def test_spent_epsilon_per_run_and_refusals_by_code_are_shown(tmp_path: Path) ->
 
     shown = _inspect(site)
     assert "privacy budget and refusals" in shown and "budget-exhausted x2" in shown
+    assert "patient" in shown and "ledger head" in shown
     assert f"{privacy['spent_epsilon']:.3f}" in shown
 
 

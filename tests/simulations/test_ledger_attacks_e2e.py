@@ -25,8 +25,7 @@ from client.epsilon_ledger import EpsilonLedger
 from client.policy import SitePolicy
 from client.privacy_summary import privacy_summary
 from client.site import SiteDir
-from client.site_init import init_site, load_site_key
-from client.store import Record, StoreWriter
+from client.site_init import load_site_key
 from common.config import RunConfig
 from common.errors import ConfigError, FedscanError
 from server.run_records import MODEL_FILE, read_round_records
@@ -35,20 +34,6 @@ from simulations.runtime import run_federation
 pytestmark = pytest.mark.slow
 
 Reference = Callable[[list[tuple[float, float, int]], float], float]
-
-
-def _make_site(root: Path, name: str, seed: int, policy: SitePolicy) -> Path:
-    site = init_site(root / name, name, policy=policy)
-    rng = np.random.default_rng(seed)
-    writer = StoreWriter(site.store_dir, load_site_key(site), image_size=16, split_fractions=(0.6, 0.0, 0.4))
-    for i in range(30):
-        label = int(rng.random() < 0.5)
-        pixels = rng.normal(0.4, 0.05, (16, 16)).astype(np.float32)
-        if label:
-            pixels[6:10, 6:10] += 0.5
-        writer.add(Record(pixels=np.clip(pixels, 0, 1), label=label, patient=f"p{i}", study=f"s{i}"))
-    writer.commit()
-    return site.root
 
 
 def _config(sites: list[Path], out: Path, **overrides: object) -> RunConfig:
@@ -68,10 +53,13 @@ def _config(sites: list[Path], out: Path, **overrides: object) -> RunConfig:
 
 
 def test_fraction_fit_cannot_make_a_site_under_count(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference_epsilon: Reference
+    blob_site: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reference_epsilon: Reference,
 ) -> None:
     policy = SitePolicy(min_sites=3, max_epsilon=8.0)
-    sites = [_make_site(tmp_path, f"site-{i}", seed=i, policy=policy) for i in range(3)]
+    sites = [blob_site(tmp_path, f"site-{i}", seed=i, policy=policy, records=30) for i in range(3)]
     config = _config(sites, tmp_path / "run", fraction_fit=0.05, client_dp_noise=1.0, num_server_rounds=4)
 
     with pytest.raises(ConfigError, match=r"fraction-fit 0.05 has no effect .* 3 of 3 sites per round"):
@@ -95,11 +83,13 @@ def test_fraction_fit_cannot_make_a_site_under_count(
 
 
 @pytest.mark.parametrize("honest", [1, 3])
-def test_the_noise_share_is_the_sites_own_not_the_servers_threshold(tmp_path: Path, honest: int) -> None:
+def test_the_noise_share_is_the_sites_own_not_the_servers_threshold(
+    blob_site: Callable[..., Path], tmp_path: Path, honest: int
+) -> None:
     """Clip 1e-3 and noise multiplier 1000: each site's update is noise of std 1 / sqrt(honest). The
     server averages 3 sites: std sqrt(3 / honest) / 3 per coordinate, whatever SecAgg+'s threshold (2)."""
     policy = SitePolicy(min_sites=3, min_honest_sites=honest)
-    sites = [_make_site(tmp_path, f"site-{i}", seed=i, policy=policy) for i in range(3)]
+    sites = [blob_site(tmp_path, f"site-{i}", seed=i, policy=policy, records=30) for i in range(3)]
     config = _config(
         sites, tmp_path / "run", client_dp_clip=1e-3, client_dp_noise=1000.0, num_server_rounds=1
     )
