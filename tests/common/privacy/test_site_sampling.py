@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from common.cli import main
@@ -49,3 +51,16 @@ def test_server_config_refuses_it_and_says_why(capsys: pytest.CaptureFixture[str
             ]
         )
     assert done.value.code == 0 and '"fraction-fit": 0.5' in capsys.readouterr().out
+
+
+def test_server_run_refuses_it_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.provision import provision
+
+    fed = provision(tmp_path / "fed", "lung-ct", ["a", "b", "c"], "127.0.0.1:9092")
+    with pytest.raises(SystemExit) as done:
+        main(["server", "run", "--kit", str(fed.server_dir), "--set", "fraction-fit=0.5"])
+    err = capsys.readouterr().err
+    assert done.value.code != 0 and "max(int(3 x 0.5), 3) = 3 of 3 sites" in err  # min-fit-sites: all 3
+    assert not (fed.server_dir / "runs").exists()  # nothing was started
