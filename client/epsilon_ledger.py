@@ -53,7 +53,7 @@ import numpy as np
 
 from client.site import SiteDir
 from common.crypto import Keyring, SiteKey, open_file, seal_file
-from common.errors import IntegrityError
+from common.errors import FedscanError, IntegrityError
 from common.privacy.accounting import (
     DEFAULT_ORDERS,
     SampledGaussian,
@@ -189,7 +189,8 @@ class Booking:
 
     ``entry`` is the new booking (``None`` when refused or re-delivered); ``previous`` the earlier
     booking of the same message id (a re-delivery); ``spent`` and ``after`` the patient-level epsilon
-    at the budget's delta before and with this booking; ``head`` the ledger head after the call.
+    at the budget's delta before and with this booking; ``head`` the ledger head after the call;
+    ``run_epsilon`` the run's patient-level epsilon at the run's delta with this booking.
     """
 
     entry: LedgerEntry | None
@@ -198,10 +199,6 @@ class Booking:
     after: float
     head: tuple[int, str]
     run_epsilon: float = 0.0
-
-    @property
-    def over_budget(self) -> bool:
-        return self.entry is None and self.previous is None
 
 
 @dataclass
@@ -424,7 +421,7 @@ def _legacy_group_size(site: SiteDir, keys: SiteKey | Keyring) -> int:
 
     try:
         manifest = read_manifest(site.store_dir, keys)
-    except Exception:  # no store, or one that no longer opens: the conservative side is not knowable
+    except (FedscanError, OSError):  # no store, or one that no longer opens: nothing better to go by
         return 1
     counts: dict[str, int] = {}
     for record in manifest.records:
