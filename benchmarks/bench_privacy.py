@@ -173,13 +173,15 @@ def _attack_row(
     return row
 
 
-def ct_utility(seed: int, slices: int, repeats: int, work: Path) -> list[dict[str, Any]]:
+def ct_utility(
+    seed: int, slices: int, repeats: int, work: Path, epsilons: list[float | None] = EPSILONS
+) -> list[dict[str, Any]]:
     splits = _ct_sites(work / f"ct-utility-{seed}", seed, slices)
     train = [t for t, _ in splits]
     test = LabelledArrays.concat([t for _, t in splits])
     base = RunConfig(**{**DATASETS["synthetic-ct"].config, **CNN_ARCHITECTURE, "seed": seed})  # type: ignore[arg-type]
     rows = []
-    for epsilon in EPSILONS:
+    for epsilon in epsilons:
         config = dataclasses.replace(base, **_dp(epsilon, CNN_DP))  # type: ignore[arg-type]
         started = time.time()
         accuracy = []
@@ -276,6 +278,7 @@ def main() -> None:
     parser.add_argument("--utility-seed", type=int, default=2, help="a cohort seed never used for tuning")
     parser.add_argument("--utility-slices", type=int, default=800)
     parser.add_argument("--utility-repeats", type=int, default=3)
+    parser.add_argument("--utility-epsilons", default="none,8,3,1", help="settings for ct-utility")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -287,7 +290,10 @@ def main() -> None:
         if "synthetic-ct" in tasks:
             rows += lira_synthetic_ct(args.ct_models, args.ct_seed, Path(tmp))
         if "ct-utility" in tasks:
-            rows += ct_utility(args.utility_seed, args.utility_slices, args.utility_repeats, Path(tmp))
+            chosen = [None if e == "none" else float(e) for e in args.utility_epsilons.split(",")]
+            rows += ct_utility(
+                args.utility_seed, args.utility_slices, args.utility_repeats, Path(tmp), chosen
+            )
     result = {
         "rows": rows,
         "verdicts": verdicts(rows),

@@ -36,6 +36,7 @@ import copy
 import functools
 import math
 import secrets
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -307,7 +308,9 @@ def _torch_dp_sgd(
             for p in params:
                 p.grad_sample = None  # type: ignore[attr-defined]
             loss = loss_fn(sampler(batch), labels)
-            loss.backward()
+            with warnings.catch_warnings():  # Opacus's hooks on a first layer whose input needs no gradient
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                loss.backward()
             count = torch.bincount(owner).to(torch.float32)
             per_unit = []
             for p in params:
