@@ -15,8 +15,11 @@ context state; nothing of it leaves the site. ``site_audit_mod`` then writes, be
 ``round.taken``
     run id (:func:`common.audit.federation.run_token`), round, the hash of the model received (the
     reconciliation key with the server's ``round.aggregated``), the hash of the update before masking,
-    examples, the site's epsilon in the run after the round (from the epsilon ledger, through the
-    ``sample-epsilon`` metric), delta, SecAgg+/DP flags, app and manifest hashes;
+    examples, the site's epsilon in the run after the round (patient level, from the epsilon ledger,
+    through the ``sample-epsilon`` metric), delta, SecAgg+/DP flags, app and manifest hashes, and the
+    ledger's counter and head after the round's booking (``ledger_seq``, ``ledger_head``: a ledger
+    restored from an older copy shows as a counter going backwards in reconciliation). An exact
+    re-delivery answered from the ledger is not logged again;
 ``round.refused``
     run id, round and the policy's reason (:data:`REFUSAL_REASON`), with the model hash when the
     refused message carried the model.
@@ -42,6 +45,7 @@ from flwr.common.constant import MessageTypeLegacy
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
+from client.ledger_mod import LEDGER_STATE_KEY
 from client.site import SiteDir
 from client.site_audit import manifest_sha256, site_log
 from client.site_config import SiteConfig
@@ -77,6 +81,7 @@ REFUSAL_REASON: Final = {
     "rate-over-cap": "rate_over_cap",
     "parameters-mismatch": "parameters_mismatch",
     "message-too-large": "message_too_large",
+    "replayed-message": "message_replayed",
 }
 #: Context-state record where the innermost mod leaves the plain update's digest for the outermost.
 _STATE_KEY: Final = "fedscan.audit"
@@ -160,7 +165,9 @@ def _append(site: SiteDir, event: str, details: dict[str, Any]) -> Head:
         raise TrainingError(f"{ERROR_PREFIX} the site could not write its audit log ({error})") from None
 
 
-def _taken_details(config: RunConfig, context: Context, reply: Message) -> dict[str, Any]:
+def _taken_details(
+    config: RunConfig, context: Context, reply: Message, booking: ConfigRecord | None
+) -> dict[str, Any]:
     state = context.state.config_records.pop(_STATE_KEY, None)
     metrics = reply.content.config_records.get(_FIT_METRICS)
     details: dict[str, Any] = {
@@ -168,6 +175,9 @@ def _taken_details(config: RunConfig, context: Context, reply: Message) -> dict[
         "dp": config.sample_dp or config.client_dp != "none",
         "app_sha256": app_hash(),
     }
+    if booking is not None and "seq" in booking:  # the ledger's head after this round's booking
+        details["ledger_seq"] = int(cast(int, booking["seq"]))
+        details["ledger_head"] = str(booking["head"])
     if state is not None:
         details["update_sha256"] = str(state["update_sha256"])
         details["examples"] = int(cast(int, state["examples"]))
@@ -197,7 +207,9 @@ def site_audit_mod(msg: Message, context: Context, call_next: ClientAppCallable)
         return call_next(msg, context)
     received = _received_model(msg)
     context.state.config_records.pop(_STATE_KEY, None)
+    context.state.config_records.pop(LEDGER_STATE_KEY, None)
     reply = call_next(msg, context)
+    booking = context.state.config_records.pop(LEDGER_STATE_KEY, None)
     round_details: dict[str, Any] = {"run_id": run_token(context.run_id), "round": _round(msg)}
     if reply.has_error():
         code = parse_refusal(reply.error.reason or "")
@@ -209,10 +221,12 @@ def site_audit_mod(msg: Message, context: Context, call_next: ClientAppCallable)
         return reply
     if stage not in (None, Stage.COLLECT_MASKED_VECTORS) or received is None:
         return reply  # SecAgg+ setup and key sharing: the round is taken when the update is sent
+    if booking is not None and booking.get("redelivery"):
+        return reply  # the same reply to the same message again: the round was logged when taken
     actor = _site_actor(site)
     manifest = _site_manifest(site)
     details = {**round_details, "model_sha256": received, "manifest_sha256": manifest}
-    head = _append(site, "round.taken", {**details, **_taken_details(config, context, reply)})
+    head = _append(site, "round.taken", {**details, **_taken_details(config, context, reply, booking)})
     metrics = reply.content.config_records.get(_FIT_METRICS)
     if metrics is not None:  # what the server lists this site's participation under, and anchors
         metrics[SITE_ID_METRIC] = actor

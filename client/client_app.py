@@ -19,6 +19,7 @@ from flwr.client import ClientApp, NumPyClient
 
 from client.audit_mod import site_audit_mod, update_digest_mod
 from client.dp_mods import private_aggregation_mod
+from client.ledger_mod import epsilon_ledger_mod
 from client.policy_mod import site_policy_mod
 from client.site import SiteDir
 from client.site_config import SiteConfig
@@ -155,12 +156,19 @@ def client_fn(context: Context):  # type: ignore[no-untyped-def]
     return SiteClient(_model(config), train, test, config, _site_id(str(site.root))).to_client()
 
 
-# The site's policy first (before anything is decrypted), then SecAgg+, clipping, DP noise and the
-# epsilon ledger (client.dp_mods).
+# The site's policy first (before anything is decrypted), then the epsilon ledger (the round is booked
+# before it trains: client.ledger_mod), then SecAgg+, clipping and DP noise (client.dp_mods).
 # The audit mods wrap it all (round taken or refused) and see the plain update inside it (client.audit_mod).
 # Outermost, the transport: one wire object per model instead of one per array
 # (common.flower_runtime.message_packing).
 app = ClientApp(
     client_fn=client_fn,
-    mods=[message_packing_mod, site_audit_mod, site_policy_mod, private_aggregation_mod, update_digest_mod],
+    mods=[
+        message_packing_mod,
+        site_audit_mod,
+        site_policy_mod,
+        epsilon_ledger_mod,
+        private_aggregation_mod,
+        update_digest_mod,
+    ],
 )

@@ -1,4 +1,4 @@
-"""The ClientApp's privacy chain under the policy check: SecAgg+, its range guard, client DP, the ledger.
+"""The ClientApp's privacy chain under the ledger mod: SecAgg+, its range guard, client-level DP.
 
 From the outside in, for a training message::
 
@@ -6,13 +6,17 @@ From the outside in, for a training message::
       secagg_range_guard        refuses loudly if SecAgg+ would clip a value of this site's update
         client_dp_mod           Flower's fixedclipping_mod (the update's L2 norm <= client-dp-clip),
                                 then, in distributed mode, this site's share of the Gaussian noise
-          privacy_accounting_mod    the site's epsilon ledger entry for the round, and its epsilon
-            the ClientApp       trains (DP-SGD when sample-dp is on)
+          the ClientApp         trains (DP-SGD when sample-dp is on)
 
+The round was booked in the site's epsilon ledger before any of this ran (:mod:`client.ledger_mod`).
 Clipping and noise happen *inside* SecAgg+, so what the site masks is already clipped and noised, and
 in distributed mode no one, the server included, ever sees an un-noised sum. Under client-level DP
 every site weighs 1 (the reply's ``num_examples`` becomes 1): the aggregate is the plain mean of
 clipped updates, whose sensitivity to one site is ``clip / n``, which is what the noise is calibrated to.
+
+The site's noise share is calibrated against the number of honest contributors *the site* assumes
+(``min_honest_sites`` in site.toml, default 1: the site adds all of the noise itself), never against
+SecAgg+'s reconstruction threshold, which is a number the server sends.
 """
 
 from __future__ import annotations
@@ -33,18 +37,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from client.epsilon_ledger import EpsilonLedger, record_level_epsilon
-from client.policy_mod import round_entries
+from client.ledger_mod import LEDGER_STATE_KEY
 from common.config import RunConfig
 from common.errors import TrainingError
 from common.models import model_from_config
 
-__all__ = [
-    "client_dp_mod",
-    "private_aggregation_mod",
-    "privacy_accounting_mod",
-    "secagg_range_guard",
-]
+__all__ = ["client_dp_mod", "honest_sites", "private_aggregation_mod", "secagg_range_guard"]
 
 Mod = Callable[[Message, Context, ClientAppCallable], Message]
 
@@ -113,10 +111,9 @@ def client_dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
     fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
     if config.client_dp == "distributed":
         arrays = parameters_to_ndarrays(fitres.parameters)
-        # At least `threshold` sites' noise is in any sum SecAgg+ completes: each adds 1/threshold of
-        # the variance, so the sum carries at least (noise * clip)^2, however many sites dropped out.
-        threshold = int(_secagg_state(context).get("threshold", 0)) or config.min_fit_sites
-        std = config.client_dp_noise * config.client_dp_clip / math.sqrt(threshold)
+        # With at least `h` honest sites in the sum (the site's own assumption), each adding 1/h of the
+        # variance, the sum carries at least (noise * clip)^2: what the ledger booked.
+        std = config.client_dp_noise * config.client_dp_clip / math.sqrt(honest_sites(context, config))
         rng = np.random.default_rng(secrets.randbits(128))  # never the run's seed: the server knows it
         frozen = _frozen(config)
         arrays = [
@@ -131,35 +128,23 @@ def client_dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
     return reply
 
 
-def privacy_accounting_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """After local training: the round's entries into the site's sealed ledger, and the run's epsilon
-    (record level, at ``dp-delta``) into the reply's metrics as ``sample-epsilon``."""
-    reply = call_next(msg, context)
-    if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
-        return reply
+def honest_sites(context: Context, config: RunConfig) -> int:
+    """The honest contributors this site assumes: what the ledger mod booked the round with, else the
+    site's policy (``min_honest_sites``); never a number from the server."""
+    booking = context.state.config_records.get(LEDGER_STATE_KEY)
+    if booking is not None and "honest-sites" in booking:
+        return int(cast(int, booking["honest-sites"]))
     from client.client_app import resolve_site_dir
-    from client.site_init import load_site_key
+    from client.policy_mod import site_policy
 
-    config = RunConfig.from_flower(context.run_config)
-    fit_config = msg.content.config_records.get("fitins.config")
-    server_round = int(cast(int, fit_config.get("server-round", 0))) if fit_config is not None else 0
-    fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
-    run = str(context.run_id)
-    site = resolve_site_dir(context, config)
-    entries = EpsilonLedger(site).append(
-        load_site_key(site), round_entries(config, run, server_round, fitres.num_examples)
-    )
-    epsilon = record_level_epsilon([e for e in entries if e.run == run], config.dp_delta)
-    fitres.metrics["sample-epsilon"] = epsilon if math.isfinite(epsilon) else -1.0  # -1: no DP
-    reply.content = compat.fitres_to_recorddict(fitres, keep_input=True)
-    return reply
+    return site_policy(resolve_site_dir(context, config)).min_honest_sites
 
 
 def private_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """The whole chain of this module, with SecAgg+ exactly when the run config asks for it (as the
     ServerApp does, so both ends agree; the policy mod refuses a plain round when they do not)."""
     config = RunConfig.from_flower(context.run_config)
-    inner = _chain([client_dp_mod, privacy_accounting_mod], call_next)
+    inner = _chain([client_dp_mod], call_next)
     if config.secure_aggregation:
         return secaggplus_mod(msg, context, _chain([secagg_range_guard], inner))
     return inner(msg, context)

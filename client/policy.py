@@ -78,6 +78,13 @@ class SitePolicy:
     max_message_mb:
         Largest incoming message (its model and every other record), in MiB; the model of a training
         or evaluation message must also have exactly the shapes and types of the run's model.
+    min_honest_sites:
+        Distributed client-level DP: how many of a round's sites (this one included) the site assumes
+        add their noise share honestly. The site adds ``1 / min_honest_sites`` of the noise variance and
+        books the noise as if that many shares were in the sum. The default, 1, trusts no other site:
+        the site adds all of the noise itself. SecAgg+ keys are not bound to enrolled sites, so a
+        coordinator could fill a round with sites of its own; raise it only for sites you trust.
+        Never taken from the server (SecAgg+'s threshold is the server's number).
     """
 
     require_secure_aggregation: bool = True
@@ -95,10 +102,16 @@ class SitePolicy:
     max_rounds_per_run: int = 1000
     max_rounds_per_day: int = 5000
     max_message_mb: float = 1024.0
+    min_honest_sites: int = 1
 
     def __post_init__(self) -> None:
         if self.min_sites < 2:
             raise ConfigError("policy.min_sites must be at least 2 (one site alone is not a federation).")
+        if not 1 <= self.min_honest_sites <= self.min_sites:
+            raise ConfigError(
+                f"policy.min_honest_sites must be between 1 and min_sites ({self.min_sites}): a site cannot "
+                "assume more honest sites than it requires in a round."
+            )
         unknown = sorted(set(self.allowed_models) - set(MODEL_KINDS))
         if unknown or not self.allowed_models:
             raise ConfigError(
@@ -177,6 +190,10 @@ class SitePolicy:
             f"max_rounds_per_run = {self.max_rounds_per_run}\n"
             f"max_rounds_per_day = {self.max_rounds_per_day}\n"
             f"max_message_mb = {float(self.max_message_mb)!r}\n"
+            "# Distributed client-level DP: sites of a round (this one included) assumed to add their\n"
+            "# noise share honestly; this site adds 1/min_honest_sites of the noise variance. 1 = trust\n"
+            "# no other site (SecAgg+ keys are not bound to enrolled sites). Never the server's number.\n"
+            f"min_honest_sites = {self.min_honest_sites}\n"
         )
 
 

@@ -6,7 +6,9 @@ run config and the message (model kind, whether the message belongs to the SecAg
 sites the protocol shows), ``site.toml``, the code this process runs (:func:`client.policy.app_hash`)
 and, only when the site has a privacy budget, its sealed epsilon ledger. Only after every other check
 has passed, and only for a site with a budget, does it open the store's *manifest* to size the round's
-privacy cost (the number of training records sets DP-SGD's sampling rate).
+privacy cost (the training population sets DP-SGD's sampling rate): an early refusal, so that a site
+whose budget cannot pay for the round does not even join its SecAgg+ setup. The binding check is the
+ledger mod's (:mod:`client.ledger_mod`), which books the round in the same step.
 
 A refusal is recorded at the site with its reason (``privacy/refusals.jsonl``) and answered with an
 error reply whose reason is only ``fedscan-refusal:<code>``: the server learns the code, nothing more.
@@ -27,7 +29,8 @@ from flwr.common.constant import ErrorCode, MessageTypeLegacy
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
-from client.epsilon_ledger import EpsilonLedger, LedgerEntry, record_level_epsilon
+from client.epsilon_ledger import EpsilonLedger, LedgerEntry, patient_level_epsilon
+from client.ledger_mod import planned_releases, training_population
 from client.policy import (
     Refusal,
     RoundRequest,
@@ -44,7 +47,7 @@ from client.site_config import SiteConfig
 from common.config import RunConfig
 from common.privacy.secagg_parameters import TRAINING_SIZE_TASK
 
-__all__ = ["round_entries", "site_policy_mod", "training_records"]
+__all__ = ["refusal_reply", "site_policy", "site_policy_mod", "training_records"]
 
 log = logging.getLogger("fedscan.site")
 
@@ -125,6 +128,11 @@ def _expected_parameters(config: RunConfig) -> tuple[tuple[tuple[int, ...], str]
     return _expected_by_digest(config.training_digest(), config)
 
 
+def site_policy(site: SiteDir) -> SitePolicy:
+    """The site's policy from ``site.toml`` (read again whenever the file changes)."""
+    return _load_policy(str(site.config_file), site.config_file.stat().st_mtime_ns)
+
+
 def training_records(site: SiteDir) -> int:
     """The site's number of training records, from its sealed manifest (no pixel is decrypted)."""
     from client.site_init import load_site_key
@@ -133,31 +141,9 @@ def training_records(site: SiteDir) -> int:
     return read_manifest(site.store_dir, load_site_key(site)).count("train")
 
 
-def round_entries(config: RunConfig, run: str, server_round: int, num_examples: int) -> list[LedgerEntry]:
-    """The ledger entries one training round adds at a site with ``num_examples`` training records."""
-    from client.dp_sgd import round_mechanism
-
-    entries = []
-    if config.sample_dp:
-        m = round_mechanism(config, num_examples)
-        entries.append(
-            LedgerEntry(
-                run, server_round, "sample", m.sampling_rate, m.noise_multiplier, m.steps, config.dp_delta
-            )
-        )
-    if config.client_dp == "distributed":
-        entries.append(
-            LedgerEntry(
-                run, server_round, "client", config.fraction_fit, config.client_dp_noise, 1, config.dp_delta
-            )
-        )
-    if not entries:  # no noise this site can vouch for (none, or the server's own central noise)
-        entries.append(LedgerEntry(run, server_round, "none", 1.0, 0.0, 1, config.dp_delta))
-    return entries
-
-
-def _refuse(msg: Message, site: SiteDir, refusal: Refusal, context: Context, server_round: int) -> Message:
-    record_refusal(site, refusal, run=str(context.run_id), server_round=server_round)
+def refusal_reply(msg: Message, site: SiteDir, refusal: Refusal, *, run: str, server_round: int) -> Message:
+    """Record ``refusal`` at the site (full reason) and answer with its code only: nothing else leaves."""
+    record_refusal(site, refusal, run=run, server_round=server_round)
     log.warning("Refused round %d: %s (%s)", server_round, refusal.code, refusal.reason)
     return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=refusal.wire_reason), reply_to=msg)
 
@@ -171,7 +157,7 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
     """Check ``msg`` against the site's policy before anything else; refuse, answer, or pass it on."""
     config = RunConfig.from_flower(context.run_config)
     site = _site(context, config)
-    policy = _load_policy(str(site.config_file), site.config_file.stat().st_mtime_ns)
+    policy = site_policy(site)
     kind = msg.metadata.message_type
     # The SecAgg+ stage counts only where SecAgg+ runs (private_aggregation_mod applies it exactly when
     # the run config asks for it): in a plain run a stage record is the server's word and nothing else,
@@ -218,21 +204,29 @@ def site_policy_mod(msg: Message, context: Context, call_next: ClientAppCallable
     )
     server_round = _server_round(msg)
     refusal = check_round(policy, request)
-    if refusal is None and trains_now and policy.has_budget:
-        # Every other check passed: size this round's cost from the manifest (no record decrypted).
+    if refusal is None and training and policy.has_budget:
+        # Every other check passed: size this round's cost from the manifest (no record decrypted). An
+        # early answer only; the ledger mod books the round and checks again in the same step.
         from client.site_init import load_site_key
 
         entries = EpsilonLedger(site).entries(load_site_key(site))
-        planned = round_entries(config, str(context.run_id), server_round, training_records(site))
-        after = record_level_epsilon(entries + planned, policy.max_delta)
+        planned = LedgerEntry(
+            0,
+            "planned",
+            "planned",
+            0,
+            tuple(planned_releases(config, training_population(site), policy)),
+            config.dp_delta,
+        )
+        after = patient_level_epsilon([*entries, planned], policy.max_delta)
         if after > policy.max_epsilon:
             refusal = Refusal(
                 "budget-exhausted",
-                f"this round would bring epsilon from {spent:.4g} to {after:.4g}, over max_epsilon "
-                f"{policy.max_epsilon:g}",
+                f"this round would bring the patient-level epsilon from {spent:.4g} to {after:.4g}, over "
+                f"max_epsilon {policy.max_epsilon:g}",
             )
     if refusal is not None:
-        return _refuse(msg, site, refusal, context, server_round)
+        return refusal_reply(msg, site, refusal, run=str(context.run_id), server_round=server_round)
     if trains_now:
         count_round(site, str(context.run_id))
     if kind == MessageTypeLegacy.GET_PROPERTIES:

@@ -70,6 +70,7 @@ __all__ = [
     "audit_log_file",
     "audit_pubkey_file",
     "create_audit_key",
+    "last_ledger_seq",
     "load_audit_key",
     "manifest_sha256",
     "policy_config",
@@ -134,6 +135,7 @@ def policy_config(policy: SitePolicy) -> dict[str, Any]:
         "allowed_models": ".".join(policy.allowed_models),
         "max_delta": policy.max_delta,
         "approved_app_hashes": len(policy.approved_app_hashes),
+        "min_honest_sites": policy.min_honest_sites,
     }
     if math.isfinite(policy.max_epsilon):
         config["max_epsilon"] = policy.max_epsilon
@@ -163,6 +165,35 @@ def _last_logged_policy(path: Path) -> dict[str, Any] | None:
             if entry.event in ("site.init", "policy.change"):
                 return dict(entry.details)
     return None
+
+
+def last_ledger_seq(site: SiteDir, chunk: int = 1 << 16) -> int:
+    """The newest epsilon-ledger counter the live audit log recorded (``round.taken``'s ``ledger_seq``),
+    read from the end of the file; 0 if none. The ledger mod refuses to book on a ledger behind it."""
+    path = audit_log_file(site)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return 0
+    with handle:
+        end = handle.seek(0, 2)
+        tail = b""
+        while end > 0:
+            start = max(0, end - chunk)
+            handle.seek(start)
+            tail = handle.read(end - start) + tail
+            end = start
+            lines = tail.split(b"\n")
+            complete = lines if start == 0 else lines[1:]  # the first piece may be cut
+            for line in reversed(complete):
+                if b'"ledger_seq"' not in line:
+                    continue
+                with contextlib.suppress(EntryFormatError):
+                    entry, _ = decode_line(line)
+                    if "ledger_seq" in entry.details:
+                        return int(entry.details["ledger_seq"])
+            tail = lines[0] if start > 0 else b""
+    return 0
 
 
 def _note_policy(site: SiteDir, log: AuditLog) -> None:

@@ -1,7 +1,7 @@
 """``site.toml``: a site's identity and local settings, validated once with a clear error per field.
 
-The policy fields (secure aggregation, minimum sites, epsilon budget, approved app hashes) are
-enforced by the site itself, never trusted from the server.
+The policy fields (secure aggregation, minimum sites, epsilon budget, approved app hashes, the honest
+sites assumed for distributed noise) are enforced by the site itself, never trusted from the server.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ _POLICY_FIELDS = {
     "max_rounds_per_run": "a positive integer",
     "max_rounds_per_day": "a positive integer",
     "max_message_mb": "a positive number",
+    "min_honest_sites": "an integer (1 = trust no other site)",
 }
 
 
@@ -170,6 +171,7 @@ def parse_policy(table: dict[str, Any], path: Path) -> SitePolicy:
             raise bad(name, value)
         integers = (
             "min_sites",
+            "min_honest_sites",
             "max_local_epochs",
             "max_local_steps",
             "max_batch_size",

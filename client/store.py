@@ -474,15 +474,20 @@ def _load_entries(
         rows_by_shard.setdefault(entry.shard, []).append(entry)
     xs: list[np.ndarray] = []
     ys: list[int] = []
+    patients: dict[str, int] = {}  # pseudonym -> patient number (the pseudonyms stay in the manifest)
+    groups: list[int] = []
     try:
         for shard, x in _iter_shards(store_dir, keys, rows_by_shard):
             entries = rows_by_shard[shard]
             xs.append(x[[e.row for e in entries]])
             ys.extend(e.label for e in entries)
+            groups.extend(patients.setdefault(e.patient, len(patients)) for e in entries)
     except FileNotFoundError as missing:
         raise StoreError(
             f"Store {store_dir} is inconsistent: {Path(missing.filename).name} is missing."
         ) from None
     size = manifest.image_size
     x_all = np.concatenate(xs) if xs else np.zeros((0, size, size), dtype=np.float32)
-    return LabelledArrays(x=x_all, y=np.asarray(ys, dtype=np.int64))
+    return LabelledArrays(
+        x=x_all, y=np.asarray(ys, dtype=np.int64), groups=np.asarray(groups, dtype=np.int64)
+    )

@@ -17,13 +17,25 @@ from typing import Any
 
 from common.errors import ConfigError
 
-__all__ = ["CLIENT_DP_MODES", "FEATURE_SCALINGS", "MODEL_KINDS", "OPTIMIZERS", "STRATEGIES", "RunConfig"]
+__all__ = [
+    "CLIENT_DP_MODES",
+    "CNN_NORMS",
+    "FEATURE_SCALINGS",
+    "MODEL_KINDS",
+    "OPTIMIZERS",
+    "SAMPLE_DP_UNITS",
+    "STRATEGIES",
+    "RunConfig",
+]
 
 MODEL_KINDS = ("cnn", "resnet18", "svm", "rff-svm")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 OPTIMIZERS = ("sgd", "adam")
 FEATURE_SCALINGS = ("none", "federated")
 CLIENT_DP_MODES = ("none", "central", "distributed")
+#: What DP-SGD samples and clips: whole patients (every record of one as one unit) or single records.
+SAMPLE_DP_UNITS = ("patient", "record")
+CNN_NORMS = ("none", "group")
 IMAGE_MODELS = ("cnn", "resnet18")
 # Keys that do not change what a run computes: a checkpoint written under one value resumes under another.
 _RESUME_NEUTRAL = ("resume", "num_server_rounds")
@@ -41,8 +53,8 @@ class RunConfig:
 
     Groups of keys (the full list with their meaning is in ``docs/training.md``):
 
-    * model: ``model``, ``image-size``, ``cnn-widths``, ``num-features`` (tabular records packed in
-      square store records), ``svm-alpha``, ``rff-components``, ``rff-gamma``, ``feature-scaling``;
+    * model: ``model``, ``image-size``, ``cnn-widths``, ``cnn-norm``, ``num-features`` (tabular records
+      packed in square store records), ``svm-alpha``, ``rff-components``, ``rff-gamma``, ``feature-scaling``;
     * local training: ``local-epochs`` or ``local-steps``, ``optimizer``, ``learning-rate``, ``momentum``,
       ``batch-size``, ``class-weighting``, ``augment``, ``threads``;
     * aggregation: ``strategy`` (fedavg, fedprox, fedadam), ``proximal-mu``, ``server-learning-rate``;
@@ -51,7 +63,8 @@ class RunConfig:
     * privacy (``docs/privacy.md``): ``secure-aggregation`` (SecAgg+, on by default),
       ``secagg-dropout-fraction``, ``secagg-timeout``; client-level DP ``client-dp`` (none, central,
       distributed), ``client-dp-clip``, ``client-dp-noise``; sample-level DP-SGD ``sample-dp``,
-      ``sample-dp-noise`` or ``sample-dp-epsilon``, ``sample-dp-clip``; ``dp-delta``.
+      ``sample-dp-noise`` or ``sample-dp-epsilon``, ``sample-dp-clip``, ``sample-dp-unit`` (patient, the
+      default, or record), ``sample-dp-patient-records``, ``sample-dp-augmentations``; ``dp-delta``.
     """
 
     num_server_rounds: int = 3
@@ -68,6 +81,7 @@ class RunConfig:
     out_dir: str = ""
     # Model details.
     cnn_widths: str = "16,32,64"
+    cnn_norm: str = "none"
     num_features: int = 0
     svm_alpha: float = 0.0001
     rff_components: int = 512
@@ -98,6 +112,9 @@ class RunConfig:
     sample_dp_noise: float = 1.0
     sample_dp_epsilon: float = 0.0
     sample_dp_clip: float = 1.0
+    sample_dp_unit: str = "patient"
+    sample_dp_patient_records: int = 16
+    sample_dp_augmentations: int = 1
     dp_delta: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -115,6 +132,7 @@ class RunConfig:
                 "num-features cannot exceed image-size squared (the record it is packed in)",
             ),
             (_widths_ok(self.cnn_widths), "cnn-widths must be 1 to 6 positive integers, e.g. '16,32,64'"),
+            (self.cnn_norm in CNN_NORMS, f"cnn-norm must be one of {', '.join(CNN_NORMS)}"),
             (self.svm_alpha > 0, "svm-alpha must be positive"),
             (self.rff_components >= 1, "rff-components must be at least 1"),
             (self.rff_gamma >= 0, "rff-gamma must be 0 (1 / number of features) or positive"),
@@ -164,7 +182,20 @@ class RunConfig:
                 not self.sample_dp or self.strategy != "fedprox",
                 "sample-dp does not apply FedProx's proximal term; use fedavg or fedadam",
             ),
-            (not self.sample_dp or not self.augment, "sample-dp does not support augment"),
+            (
+                not self.sample_dp or not self.augment,
+                "sample-dp does not use augment; set sample-dp-augmentations (augmentation multiplicity)",
+            ),
+            (
+                self.sample_dp_unit in SAMPLE_DP_UNITS,
+                f"sample-dp-unit must be one of {', '.join(SAMPLE_DP_UNITS)}",
+            ),
+            (self.sample_dp_patient_records >= 1, "sample-dp-patient-records must be at least 1"),
+            (self.sample_dp_augmentations >= 1, "sample-dp-augmentations must be at least 1"),
+            (
+                self.sample_dp_augmentations == 1 or self.model in IMAGE_MODELS,
+                "sample-dp-augmentations applies to image models",
+            ),
             (0 < self.dp_delta < 1, "dp-delta must be in (0, 1)"),
         ]
 

@@ -297,8 +297,7 @@ class ServerAuditTrail:
             details["site_log_heads"] = {s: p["audit_head"] for s, p in heads.items()}
             details["site_log_seqs"] = {s: p["audit_seq"] for s, p in heads.items()}
         privacy = record.privacy or {}
-        federation = privacy.get("epsilon_client")
-        federation = federation if federation is not None else privacy.get("epsilon_sample_max")
+        federation = privacy.get("epsilon")  # never lower than a site's ledger (server/privacy.py)
         if isinstance(federation, int | float) and math.isfinite(federation):
             details["epsilon"] = float(federation)
         self.manifests.update(

@@ -43,16 +43,30 @@ def server_config(
     assignments: list[str] = typer.Option(
         [], "--set", help="Override a run-config key: KEY=VALUE (repeatable)."
     ),
+    sites: int | None = typer.Option(
+        None,
+        "--sites",
+        min=1,
+        help="Sites in the federation, to check fraction-fit against min-fit-sites "
+        "(default: the larger of min-fit-sites and the site-dirs given).",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Validate and show the run configuration the ServerApp and ClientApps will use.
 
-    Example: fedscan server config --set model=svm --set num-server-rounds=10
+    Refuses a fraction-fit that min-fit-sites overrides (Flower samples max(int(n x fraction-fit),
+    min-fit-sites) of n sites), since an epsilon accounted at that fraction would be wrong.
+
+    Example: fedscan server config --set model=svm --set num-server-rounds=10 --sites 5
     """
     from common.config import RunConfig
+    from common.privacy.site_sampling import check_fraction_fit
 
     overrides = dict(_parse_assignment(a) for a in assignments)
     config = RunConfig.from_flower({**RunConfig().to_flower(), **overrides})
+    check_fraction_fit(
+        config.fraction_fit, config.min_fit_sites, sites or max(config.min_fit_sites, len(config.site_dirs))
+    )
     body = config.to_flower()
     if json_output:
         typer.echo(json.dumps({"config": body, "sha256": config.digest()}, indent=2, sort_keys=True))

@@ -36,6 +36,7 @@ from common.errors import ConfigError, TrainingError
 from common.flower_runtime.daemons import Daemon, free_port
 from common.flower_runtime.wakeups import HOLD_SECONDS
 from common.fsio import write_atomic
+from common.privacy.site_sampling import check_fraction_fit
 from server.audit_trail import adopt_audit_key
 from server.provision import Federation
 from server.run_records import RoundRecord, read_round_records
@@ -98,6 +99,7 @@ def deployment_run_config(
         raise ConfigError(
             f"min-fit-sites is {config.min_fit_sites} but federation {fed.name} has {active} active site(s)."
         )
+    check_fraction_fit(config.fraction_fit, config.min_fit_sites, max(1, active))
     return values
 
 

@@ -13,8 +13,13 @@ the strategy's own ``aggregate_fit`` it
 * in ``client-dp = "central"`` mode adds Gaussian noise of standard deviation
   ``client-dp-noise * client-dp-clip / n`` to the unmasked mean of the ``n`` sites' clipped updates,
   *before* the strategy's step (so FedAdam's step is post-processing of a noised mean);
-* records the federation-level epsilon of the round (client level from the server's RDP accountant;
-  sample level as the largest any site reports) in the round record and the round's fit metrics.
+* records the epsilon of the round in the round record and the round's fit metrics: client level from
+  the server's RDP accountant at ``q = 1`` (the coordinator knows which sites it sampled, so sampling
+  buys a site nothing against it), the largest patient-level epsilon any site's ledger reports, and the
+  headline ``epsilon``, never lower than a site's ledger, with a note saying why the figures differ.
+  When fewer than all sites are sampled, a figure *amplified by site sampling* is added, labelled as a
+  guarantee for users of the released model only, resting on the coordinator sampling at random and
+  keeping it secret.
 
 A round that cannot complete is a :class:`common.errors.TrainingError` naming the reason (refusal codes,
 too few sites for the threshold), never Flower's silent "Secure aggregation halted".
@@ -41,23 +46,68 @@ from common.errors import TrainingError
 from common.models import model_from_config
 from common.privacy.accounting import SampledGaussian, epsilon_of
 from common.privacy.refusals import ERROR_PREFIX, parse_refusal
+from common.privacy.site_sampling import check_fraction_fit, sites_per_round
 from server.secagg_workflow import PrivateSecAggPlusWorkflow
 
-__all__ = ["PrivateFitWorkflow", "build_private_fit_workflow", "client_level_epsilon"]
+__all__ = [
+    "PrivateFitWorkflow",
+    "amplified_sampling_rate",
+    "build_private_fit_workflow",
+    "client_level_epsilon",
+]
 
 log = logging.getLogger("fedscan.server")
 
 
-def client_level_epsilon(config: RunConfig, rounds: int) -> float:
+def client_level_epsilon(config: RunConfig, rounds: int, sampling_rate: float = 1.0) -> float:
     """Client-level epsilon at ``dp-delta`` after ``rounds`` rounds of client-level DP (inf without).
 
     Each round is one Gaussian mechanism on the sum of clipped site updates with noise multiplier
-    ``client-dp-noise`` (in distributed mode, the noise guaranteed while ``threshold`` honest sites
-    remain); sites are sampled with ``fraction-fit`` (1 = every site every round, no amplification).
+    ``client-dp-noise``, at ``q = 1``: against the coordinator, who knows which sites it contacted,
+    sampling sites amplifies nothing. ``sampling_rate`` < 1 gives the figure amplified by site sampling,
+    for users of the released model only (:func:`amplified_sampling_rate`).
     """
     if config.client_dp == "none":
         return math.inf
-    return epsilon_of([SampledGaussian(config.fraction_fit, config.client_dp_noise, rounds)], config.dp_delta)
+    return epsilon_of([SampledGaussian(sampling_rate, config.client_dp_noise, rounds)], config.dp_delta)
+
+
+def amplified_sampling_rate(config: RunConfig, available: int) -> float:
+    """The fraction of sites Flower samples per round out of ``available`` (``fraction-fit`` as it
+    happens, :func:`common.privacy.site_sampling.sites_per_round`)."""
+    if available < 1:
+        return 1.0
+    return sites_per_round(available, config.fraction_fit, config.min_fit_sites) / available
+
+
+def _headline(privacy: dict[str, Any], config: RunConfig) -> tuple[float | None, str]:
+    """The round's reported epsilon: never lower than a site's ledger; and why the figures differ."""
+    client = privacy["epsilon_client"]
+    sites = privacy["sites_epsilon_max"]
+    if sites is None and client is None:
+        return None, "no site reported an epsilon and the server adds no noise of its own"
+    if sites is None:
+        return client, "the server's client-level accountant (no site reported a ledger epsilon)"
+    if math.isinf(sites):
+        note = "a site's ledger books this run as unbounded: it added no noise it can vouch for"
+        if config.client_dp == "central" and client is not None:
+            note += (
+                f"; the server's central noise gives client-level epsilon {client:.4g} against users of the "
+                "model, which the sites cannot verify"
+            )
+        return math.inf, note
+    if client is None:
+        return sites, "the largest patient-level epsilon the sites' ledgers report"
+    if client >= sites:
+        return client, (
+            f"the server's client-level epsilon ({client:.4g}); the sites' ledgers report at most "
+            f"{sites:.4g} (a site's booking costs a patient its tightest mechanism)"
+        )
+    return sites, (
+        f"the sites' ledgers report up to {sites:.4g}, more than the server's client-level {client:.4g}: "
+        "each site books only the noise it can rely on with the honest sites it assumes "
+        "(min_honest_sites) and its own DP-SGD; the larger is reported"
+    )
 
 
 @dataclass
@@ -103,6 +153,7 @@ class PrivateFitWorkflow:
         self.num_sites = num_sites
         self.secagg = PrivateSecAggPlusWorkflow(config, num_sites) if config.secure_aggregation else None
         self.dropouts: dict[int, int] = {}
+        self.available = num_sites
 
     def __call__(self, grid: Grid, context: Context) -> None:
         if not isinstance(context, LegacyContext):
@@ -110,6 +161,9 @@ class PrivateFitWorkflow:
         server_round = int(cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND]))
         strategy = context.strategy
         view = _RoundView()
+        self.available = len(list(grid.get_node_ids()))
+        # Every entry point checked this already with the sites it knew of; the sites connected now decide.
+        check_fraction_fit(self.config.fraction_fit, self.config.min_fit_sites, max(1, self.available))
         original = strategy.aggregate_fit
         parameters = self.secagg.prepare_round(grid, context) if self.secagg is not None else None
 
@@ -233,16 +287,33 @@ class PrivateFitWorkflow:
             for _, r in results
             if isinstance(r.metrics.get("sample-epsilon"), int | float)
         ]
-        sample_max = (math.inf if min(sample) < 0 else max(sample)) if sample else None
+        sites_max = (math.inf if min(sample) < 0 else max(sample)) if sample else None
         client = client_level_epsilon(self.config, rnd)
         privacy: dict[str, Any] = {
             "delta": self.config.dp_delta,
+            "unit": "patient (site ledgers); site (client level)",
             "client_dp": self.config.client_dp,
             "epsilon_client": client if math.isfinite(client) else None,
-            "epsilon_sample_max": sample_max if sample_max is None or math.isfinite(sample_max) else None,
+            "sites_epsilon_max": sites_max,
             "dropouts": view.dropouts,
             "refusals": dict(view.refusals),
         }
+        headline, note = _headline(privacy, self.config)
+        privacy["sites_epsilon_max"] = sites_max if sites_max is None or math.isfinite(sites_max) else "inf"
+        privacy["epsilon_sample_max"] = privacy["sites_epsilon_max"]  # the name earlier records used
+        privacy["epsilon"] = headline if headline is None or math.isfinite(headline) else "inf"
+        privacy["epsilon_note"] = note
+        rate = amplified_sampling_rate(self.config, self.available)
+        if self.config.client_dp != "none" and rate < 1:
+            amplified = client_level_epsilon(self.config, rnd, rate)
+            privacy["epsilon_client_amplified"] = {
+                "epsilon": amplified,
+                "sampling_rate": rate,
+                "label": (
+                    "for users of the released model only: assumes the coordinator sampled sites at random "
+                    "and kept it secret; no site's guarantee (they book q = 1)"
+                ),
+            }
         if parameters is not None:
             privacy["secagg"] = {
                 "num_shares": parameters.num_shares,
@@ -259,8 +330,10 @@ class PrivateFitWorkflow:
             recorder.round(rnd).privacy = privacy
         if privacy["epsilon_client"] is not None:
             metrics["epsilon-client"] = privacy["epsilon_client"]
-        if privacy["epsilon_sample_max"] is not None:
-            metrics["epsilon-sample-max"] = privacy["epsilon_sample_max"]
+        if isinstance(privacy["sites_epsilon_max"], float):
+            metrics["epsilon-sample-max"] = privacy["sites_epsilon_max"]
+        if isinstance(privacy["epsilon"], float):
+            metrics["epsilon"] = privacy["epsilon"]
 
 
 def build_private_fit_workflow(config: RunConfig, num_sites: int) -> PrivateFitWorkflow:

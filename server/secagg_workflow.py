@@ -11,7 +11,6 @@ halted round can say why and a round record can say what it cost.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, cast
 
@@ -31,8 +30,6 @@ from common.privacy.secagg_parameters import (
     TRAINING_SIZE_TASK,
     SecAggParameters,
     derive_secagg_parameters,
-    neighbourhood_size,
-    tolerated_dropouts,
 )
 
 __all__ = ["PrivateSecAggPlusWorkflow", "query_training_sizes", "wait_for_nodes"]
@@ -101,11 +98,10 @@ class PrivateSecAggPlusWorkflow(SecAggPlusWorkflow):
 
     def _derive(self, parameter_scale: float) -> SecAggParameters:
         noise = 0.0
-        if self.config.client_dp == "distributed":  # each site's share of the noise (client.dp_mods)
-            threshold = neighbourhood_size(self.num_sites) - tolerated_dropouts(
-                self.num_sites, self.config.secagg_dropout_fraction
-            )
-            noise = self.config.client_dp_noise * self.config.client_dp_clip / math.sqrt(threshold)
+        if self.config.client_dp == "distributed":
+            # A site's share of the noise is its own choice (client.dp_mods: noise * clip / sqrt(h) for the
+            # h honest sites it assumes, h >= 1): leave room for the largest, a site that trusts no one.
+            noise = self.config.client_dp_noise * self.config.client_dp_clip
         return derive_secagg_parameters(
             self.num_sites,
             dropout_fraction=self.config.secagg_dropout_fraction,

@@ -162,3 +162,24 @@ def netns() -> Iterator[NetNamespace]:
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
         subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=30)
+@pytest.fixture(scope="session")
+def reference_epsilon() -> Callable[[list[tuple[float, float, int]], float], float]:
+    """Epsilon from Google's ``dp-accounting`` RDP accountant (its own orders and conversion): the
+    independent reference for fedscan's ledgers, given ``(q, sigma, steps)`` mechanisms and a delta."""
+    import logging
+
+    import dp_accounting
+    from dp_accounting import rdp
+
+    logging.getLogger("absl").setLevel(logging.ERROR)  # it notes the fractional orders it skips
+
+    def epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+        accountant = rdp.RdpAccountant()
+        for q, sigma, steps in history:
+            event = dp_accounting.GaussianDpEvent(sigma)
+            if q < 1:
+                event = dp_accounting.PoissonSampledDpEvent(q, event)
+            accountant.compose(event, steps)
+        return float(accountant.get_epsilon(delta))
+
+    return epsilon

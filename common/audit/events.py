@@ -66,6 +66,7 @@ REFUSAL_REASONS: Final = (
     "delta_too_large",
     "dp_required",
     "invalid_config",
+    "message_replayed",
     "model_not_allowed",
     "secagg_mismatch",
     "secagg_required",
@@ -325,6 +326,8 @@ EVENTS: Final[Mapping[str, EventSpec]] = MappingProxyType(
                 "update_sha256": "sha256",
                 "manifest_sha256": "sha256",
                 "train_loss": "number",
+                "ledger_seq": "count",
+                "ledger_head": "sha256",
             },
         ),
         "round.refused": EventSpec(

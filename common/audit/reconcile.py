@@ -22,6 +22,10 @@ model hash). Reconciliation matches the two, both ways:
 ``anchored-head-differs``
     The site's log has an entry at the anchored seq, but not the one anchored: the log was rewritten or
     re-created since.
+``ledger-rollback``
+    A site's ``round.taken`` entries record its epsilon ledger's counter (``ledger_seq``); it went back
+    (or repeated), so the ledger was replaced by an older copy between two rounds and budget it had
+    spent was forgotten.
 ``unverified-log``
     A log failed verification: only its entries before the first bad one were reconciled.
 
@@ -51,6 +55,7 @@ FINDING_KINDS: Final = (
     "duplicate-entry",
     "anchored-head-missing",
     "anchored-head-differs",
+    "ledger-rollback",
     "unverified-log",
 )
 
@@ -287,11 +292,27 @@ def _anchored_heads(server_log: VerifiedLog, site_logs: dict[str, VerifiedLog]) 
 def _site_view(log: VerifiedLog, findings: list[Finding]) -> _SiteView:
     view = _SiteView()
     site = log.verification.actor or "?"
+    newest: tuple[int, str] | None = None  # the largest ledger counter so far, and where
     for index, entry in enumerate(log.entries):
         if entry.event not in ("round.taken", "round.refused"):
             continue
         key = (str(entry.details["run_id"]), int(entry.details["round"]))
         ref = log.locate(index)
+        if entry.event == "round.taken" and "ledger_seq" in entry.details:
+            seq = int(entry.details["ledger_seq"])
+            if newest is not None and seq <= newest[0]:
+                findings.append(
+                    Finding(
+                        "ledger-rollback",
+                        site,
+                        *key,
+                        f"the epsilon ledger's counter went from {newest[0]} ({newest[1]}) back to {seq}: "
+                        "the ledger was replaced by an older copy and forgot spent budget",
+                        ref,
+                    )
+                )
+            if newest is None or seq > newest[0]:
+                newest = (seq, ref)
         if entry.event == "round.taken":
             if key in view.taken:
                 findings.append(Finding("duplicate-entry", site, *key, "round.taken logged twice", ref))

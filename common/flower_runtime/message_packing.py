@@ -40,6 +40,8 @@ __all__ = [
     "is_packed",
     "message_packing_mod",
     "pack_content",
+    "recorddict_from_bytes",
+    "recorddict_to_bytes",
     "unpack_content",
 ]
 
@@ -51,12 +53,27 @@ _FIELD: Final = "recorddict"
 _STYPE: Final = "fedscan.recorddict-protobuf"
 
 
+def recorddict_to_bytes(content: RecordDict) -> bytes:
+    """``content`` serialised with Flower's own wire format (so a stored reply replays byte-exact)."""
+    return recorddict_to_proto(content).SerializeToString()
+
+
+def recorddict_from_bytes(blob: bytes) -> RecordDict:
+    """The record dict serialised in ``blob``; ``ValueError`` if it is damaged."""
+    proto = RecordDictProto()
+    try:
+        proto.ParseFromString(blob)
+        return recorddict_from_proto(proto)
+    except (DecodeError, ValueError, TypeError) as error:
+        raise ValueError(f"A serialised record dict is damaged ({error}).") from None
+
+
 def pack_content(content: RecordDict) -> RecordDict:
     """``content`` as one record (``fedscan.packed``) holding its serialised form.
 
     The input is not changed (a workflow may send one record dict to many sites).
     """
-    blob = recorddict_to_proto(content).SerializeToString()
+    blob = recorddict_to_bytes(content)
     if len(blob) <= INLINE_LIMIT:
         return RecordDict({PACKED_RECORD: ConfigRecord({_FIELD: blob})})
     array = Array(dtype="uint8", shape=(len(blob),), stype=_STYPE, data=blob)
@@ -87,12 +104,10 @@ def unpack_content(content: RecordDict) -> RecordDict:
         blob = array.data if array.stype == _STYPE and array.dtype == "uint8" else None
     if not isinstance(blob, bytes):
         raise ValueError(f"Packed record {PACKED_RECORD!r} does not hold one serialised record dict.")
-    proto = RecordDictProto()
     try:
-        proto.ParseFromString(blob)
-        return recorddict_from_proto(proto)
-    except (DecodeError, ValueError, TypeError) as error:
-        raise ValueError(f"Packed record {PACKED_RECORD!r} is damaged ({error}).") from None
+        return recorddict_from_bytes(blob)
+    except ValueError as error:
+        raise ValueError(f"Packed record {PACKED_RECORD!r}: {error}") from None
 
 
 def message_packing_mod(msg: Message, context: Context, call_next: Any) -> Message:

@@ -37,6 +37,7 @@ def build_model(
     svm_alpha: float = 1e-4,
     rff_components: int = 512,
     rff_gamma: float = 0.0,
+    cnn_norm: str = "none",
 ) -> Model:
     """Create a fresh model of ``kind`` (cnn, resnet18, svm, rff-svm) for ``image_size``-pixel records.
 
@@ -47,7 +48,7 @@ def build_model(
     if kind == "cnn":
         from common.models.cnn import CnnModel
 
-        return CnnModel(widths=widths, seed=seed)
+        return CnnModel(widths=widths, seed=seed, norm=cnn_norm)
     if kind == "resnet18":
         from common.models.resnet import ResNet18Model
 
@@ -76,4 +77,5 @@ def model_from_config(config: RunConfig) -> Model:
         svm_alpha=config.svm_alpha,
         rff_components=config.rff_components,
         rff_gamma=config.rff_gamma,
+        cnn_norm=config.cnn_norm,
     )

@@ -27,22 +27,38 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LabelledArrays:
-    """Examples held in memory: ``x`` is (N, H, W) float32 images or (N, F) features, ``y`` (N,) int64."""
+    """Examples held in memory: ``x`` is (N, H, W) float32 images or (N, F) features, ``y`` (N,) int64.
+
+    ``groups`` (optional, (N,) int64) numbers the patient each record belongs to (0, 1, ...; the store's
+    pseudonyms stay in its manifest): patient-level DP-SGD samples and clips by it. ``None`` means every
+    record is its own patient.
+    """
 
     x: np.ndarray
     y: np.ndarray
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
             raise ValueError(f"x has {len(self.x)} examples but y has {len(self.y)} labels.")
+        if self.groups is not None and len(self.groups) != len(self.y):
+            raise ValueError(f"groups has {len(self.groups)} entries for {len(self.y)} examples.")
 
     def __len__(self) -> int:
         return len(self.y)
 
     @staticmethod
     def concat(parts: list[LabelledArrays]) -> LabelledArrays:
-        """Stack several datasets (e.g. every site's training split, for a pooled baseline)."""
-        return LabelledArrays(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
+        """Stack several datasets (e.g. every site's training split, for a pooled baseline); patients of
+        different parts stay different."""
+        groups = None
+        if parts and all(p.groups is not None for p in parts):
+            sizes = [int(np.max(np.asarray(p.groups), initial=-1)) + 1 for p in parts[:-1]]
+            offsets = np.cumsum([0, *sizes])
+            groups = np.concatenate([np.asarray(p.groups) + o for p, o in zip(parts, offsets, strict=True)])
+        return LabelledArrays(
+            np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]), groups
+        )
 
 
 @dataclass(frozen=True)

@@ -17,20 +17,38 @@ from common.models.torch_model import TorchModel, seed_cpu_generator
 __all__ = ["CnnModel", "SmallCnn"]
 
 
+def _groups(width: int, most: int = 8) -> int:
+    """The number of GroupNorm groups for ``width`` channels: the largest divisor up to ``most``."""
+    return max(g for g in range(1, most + 1) if width % g == 0)
+
+
 class SmallCnn(nn.Module):
-    """Conv-ReLU-MaxPool blocks, then concatenated global average and max pooling, then a linear head."""
+    """Conv-(GroupNorm)-ReLU-MaxPool blocks, then concatenated global average and max pooling, then a
+    linear head.
+
+    ``norm = "group"`` puts a GroupNorm after each convolution: normalisation that needs no statistics
+    across records, so DP-SGD's per-record (per-patient) gradients stay separate, as Opacus requires;
+    batch norm would mix records. Without it (``"none"``) the network is the original one.
+    """
 
     INPUT_CENTRE = 0.5
     INPUT_SPREAD = 0.25
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 2) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 2, norm: str = "none"
+    ) -> None:
         super().__init__()
         if not widths:
             raise ValueError("SmallCnn needs at least one convolution block (widths is empty).")
+        if norm not in ("none", "group"):
+            raise ValueError(f"norm must be 'none' or 'group', not {norm!r}.")
         layers: list[nn.Module] = []
         channels = 1
         for width in widths:
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers.append(nn.Conv2d(channels, width, 3, padding=1))
+            if norm == "group":
+                layers.append(nn.GroupNorm(_groups(width), width))
+            layers += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             channels = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(2 * channels, num_classes)
@@ -47,7 +65,12 @@ class CnnModel(TorchModel):
     kind = "cnn"
 
     def __init__(
-        self, *, widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 2, seed: int = 0
+        self,
+        *,
+        widths: tuple[int, ...] = (16, 32, 64),
+        num_classes: int = 2,
+        seed: int = 0,
+        norm: str = "none",
     ) -> None:
         seed_cpu_generator(seed)
-        super().__init__(SmallCnn(widths, num_classes), num_classes=num_classes)
+        super().__init__(SmallCnn(widths, num_classes, norm), num_classes=num_classes)

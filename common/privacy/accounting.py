@@ -31,6 +31,7 @@ __all__ = [
     "calibrate_noise",
     "epsilon_from_rdp",
     "epsilon_of",
+    "group_mechanism",
     "rdp_curve",
     "sampled_gaussian_rdp",
 ]
@@ -66,6 +67,28 @@ class SampledGaussian:
             raise ValueError(f"The noise multiplier must not be negative, not {self.noise_multiplier}.")
         if self.steps < 0:
             raise ValueError(f"The number of steps must not be negative, not {self.steps}.")
+
+
+def group_mechanism(mechanism: SampledGaussian, group_size: int) -> SampledGaussian:
+    """A sampled Gaussian mechanism on *records*, seen by a *group* of up to ``group_size`` of them
+    (a patient's records): the mechanism the group is protected by, for group-level accounting.
+
+    Each step includes every record independently with probability ``q``; a group is touched when any
+    of its ``k`` records is, with probability ``q_k = 1 - (1 - q)^k``, and then changes the noised sum by
+    at most ``k C`` (each record clipped to ``C``), i.e. a noise multiplier of ``sigma / k``. The
+    group's contribution is a mixture over which of its records were drawn; both directions of the
+    Rényi divergence are convex in that mixture, so one step costs the group at most what one step of
+    the sampled Gaussian mechanism ``(q_k, sigma / k)`` costs one record. For ``k = 1`` this is the
+    mechanism itself. The bound is valid but loose for large groups: sampling whole patients (with
+    per-patient clipping) is how to make a patient's epsilon small.
+    """
+    if group_size < 1:
+        raise ValueError(f"A group has at least one record, not {group_size}.")
+    if group_size == 1:
+        return mechanism
+    q = mechanism.sampling_rate
+    rate = 1.0 if q >= 1 else -math.expm1(group_size * math.log1p(-q))
+    return SampledGaussian(min(1.0, rate), mechanism.noise_multiplier / group_size, mechanism.steps)
 
 
 def _log_a_integer(q: float, sigma: float, alpha: int) -> float:
@@ -161,17 +184,20 @@ def calibrate_noise(
     steps: int,
     precision: float = 0.005,
     max_noise: float = 1000.0,
+    group_size: int = 1,
 ) -> float:
     """The smallest noise multiplier (to ``precision``) with which ``steps`` SGM steps spend at most
     ``target_epsilon`` at ``delta``: how a site turns a privacy budget into DP-SGD noise.
 
+    With ``group_size`` > 1 the target is the epsilon of a group of that many records
+    (:func:`group_mechanism`): record-level DP-SGD calibrated for patients of up to ``group_size`` records.
     Raises ValueError if even ``max_noise`` cannot meet the target.
     """
     if target_epsilon <= 0:
         raise ValueError(f"The target epsilon must be positive, not {target_epsilon}.")
 
     def spent(sigma: float) -> float:
-        return epsilon_of([SampledGaussian(sampling_rate, sigma, steps)], delta)
+        return epsilon_of([group_mechanism(SampledGaussian(sampling_rate, sigma, steps), group_size)], delta)
 
     if spent(max_noise) > target_epsilon:
         raise ValueError(

@@ -22,6 +22,7 @@ REFUSAL_CODES = (
     "rate-over-cap",
     "parameters-mismatch",
     "message-too-large",
+    "replayed-message",
 )
 #: Error replies that carry a refusal start with this, followed by the code.
 REFUSAL_PREFIX = "fedscan-refusal:"

@@ -11,6 +11,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.dp_mods import client_dp_mod, secagg_range_guard
+from client.ledger_mod import LEDGER_STATE_KEY
 from common.config import RunConfig
 from common.errors import TrainingError
 from common.models import model_from_config
@@ -25,10 +26,12 @@ def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
-def _context(config: RunConfig, state: dict | None = None) -> Context:
+def _context(config: RunConfig, state: dict | None = None, booking: dict | None = None) -> Context:
     records = RecordDict()
     if state is not None:
         records.config_records[RECORD_KEY_STATE] = ConfigRecord(state)
+    if booking is not None:
+        records.config_records[LEDGER_STATE_KEY] = ConfigRecord(booking)
     return Context(run_id=7, node_id=1, node_config={}, state=records, run_config=config.to_flower())  # type: ignore[arg-type]
 
 
@@ -64,7 +67,8 @@ def test_client_dp_clips_the_update_weighs_one_and_adds_noise_only_when_distribu
     start = model_from_config(config).get_arrays()
     trained = [a.copy() for a in start]
     trained[0] = trained[0] + 3.0  # update norm 12, far above the clip
-    context = _context(config, {"threshold": 4})
+    # The server's SecAgg+ threshold says 100; the site's own assumption (booked by the ledger mod) is 4.
+    context = _context(config, {"threshold": 100}, {"honest-sites": 4})
     reply = client_dp_mod(_fit_message(start), context, _replying(trained, 57))
     fitres = compat.recorddict_to_fitres(reply.content, False)
     sent = parameters_to_ndarrays(fitres.parameters)
@@ -75,5 +79,5 @@ def test_client_dp_clips_the_update_weighs_one_and_adds_noise_only_when_distribu
     if mode == "central":
         assert np.linalg.norm(update) == pytest.approx(0.5)  # clipped, nothing added (the server adds noise)
     else:
-        # each of 17 coordinates gets N(0, (2.0 * 0.5 / sqrt(4))^2): far from the clipped update
+        # each of 17 coordinates gets N(0, (2.0 * 0.5 / sqrt(4))^2), not the server's sqrt(100)
         assert np.linalg.norm(update) > 0.5 and np.std(update) == pytest.approx(0.5, rel=0.6)

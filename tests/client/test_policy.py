@@ -22,7 +22,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 import client.store
 from client.audit_mod import REFUSAL_REASON
-from client.epsilon_ledger import EpsilonLedger, LedgerEntry
+from client.epsilon_ledger import EpsilonLedger, LedgerEntry, Release
 from client.policy import Refusal, RoundRequest, SitePolicy, app_hash, check_round, refusals_file
 from client.round_tally import count_round, read_tally
 from client.site import SiteDir
@@ -208,7 +208,7 @@ def _three_rounds_today(site: SiteDir) -> None:
 
 
 def _exhausted_ledger(site: SiteDir) -> None:
-    entry = LedgerEntry("earlier-run", 1, "sample", 0.5, 0.5, 200, 1e-5)
+    entry = LedgerEntry(1, "m-1", "earlier-run", 1, (Release("sample", 0.5, 0.5, 200),), 1e-5)
     EpsilonLedger(site).append(load_site_key(site), [entry])
 
 

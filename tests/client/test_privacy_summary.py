@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from client.epsilon_ledger import EpsilonLedger, LedgerEntry
+from client.epsilon_ledger import EpsilonLedger, LedgerEntry, Release
 from client.policy import Refusal, SitePolicy, record_refusal
 from client.site import SiteDir
 from client.site_init import init_site, load_site_key
@@ -49,8 +49,9 @@ def test_spent_epsilon_per_run_and_refusals_by_code_are_shown(tmp_path: Path) ->
     site = _site(tmp_path / "hospital", SitePolicy(max_epsilon=100.0))
     key = load_site_key(site)
     ledger = EpsilonLedger(site)
-    ledger.append(key, [LedgerEntry("run-a", r, "sample", 0.25, 1.1, 12, 1e-5) for r in (1, 2, 3)])
-    ledger.append(key, [LedgerEntry("run-b", 1, "sample", 0.25, 1.1, 12, 1e-5)])
+    sample = (Release("sample", 0.25, 1.1, 12),)
+    ledger.append(key, [LedgerEntry(0, f"a-{r}", "run-a", r, sample, 1e-5) for r in (1, 2, 3)])
+    ledger.append(key, [LedgerEntry(0, "b-1", "run-b", 1, sample, 1e-5)])
     for server_round in (4, 5):
         record_refusal(
             site, Refusal("budget-exhausted", "over budget"), run="run-a", server_round=server_round
@@ -67,6 +68,11 @@ def test_spent_epsilon_per_run_and_refusals_by_code_are_shown(tmp_path: Path) ->
         < privacy["spent_epsilon"]
     )
     assert privacy["runs"]["run-a"]["rounds"] == 3 and privacy["runs"]["run-b"]["rounds"] == 1
+    assert privacy["unit"] == "patient" and privacy["bookings"] == 4
+    assert privacy["ledger_head"] == {"seq": 4, "sha256": ledger.head(key)[1]}
+    assert privacy["runs"]["run-a"]["assumptions"] == [
+        "DP-SGD sampled whole patients with per-patient clipping"
+    ]
     assert privacy["remaining_epsilon"] == pytest.approx(100.0 - privacy["spent_epsilon"])
     assert privacy["refusals"] == 3
     assert privacy["refusals_by_code"] == {"budget-exhausted": 2, "too-few-sites": 1}
@@ -74,12 +80,15 @@ def test_spent_epsilon_per_run_and_refusals_by_code_are_shown(tmp_path: Path) ->
 
     shown = _inspect(site)
     assert "privacy budget and refusals" in shown and "budget-exhausted x2" in shown
+    assert "patient" in shown and "ledger head" in shown
     assert f"{privacy['spent_epsilon']:.3f}" in shown
 
 
 def test_a_run_without_noise_shows_an_unbounded_spend(tmp_path: Path) -> None:
     site = _site(tmp_path / "hospital", SitePolicy(max_epsilon=3.0))
-    EpsilonLedger(site).append(load_site_key(site), [LedgerEntry("plain-run", 1, "none", 1.0, 0.0, 1, 1e-5)])
+    EpsilonLedger(site).append(
+        load_site_key(site), [LedgerEntry(0, "p-1", "plain-run", 1, (Release("none"),), 1e-5)]
+    )
     privacy = json.loads(_inspect(site, "--json"))["privacy"]  # valid JSON: no Infinity literal
     assert privacy["spent_epsilon"] == "inf" and privacy["remaining_epsilon"] == 0.0
     assert privacy["runs"]["plain-run"]["epsilon"] == "inf"

@@ -11,20 +11,20 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from flwr.app import Message
 from flwr.superlink.grid import InMemoryGrid
 from opacus.accountants import RDPAccountant
 
-from client.dp_sgd import round_mechanism
+from client.dp_sgd import TrainingPopulation, round_mechanism
 from client.epsilon_ledger import EpsilonLedger
 from client.policy import SitePolicy, refusals_file
 from client.site import SiteDir
-from client.site_init import init_site, load_site_key
-from client.store import Record, StoreWriter, load_split
+from client.site_init import load_site_key
+from client.store import load_split
 from client.training import train_locally
 from common.config import RunConfig
 from common.errors import TrainingError
@@ -35,22 +35,6 @@ from simulations.runtime import run_federation
 pytestmark = pytest.mark.slow
 
 OPEN = SitePolicy(require_secure_aggregation=False)  # lets the same sites run the plain control
-
-
-def _make_site(root: Path, name: str, seed: int, policy: SitePolicy = OPEN, size: int = 16) -> Path:
-    site = init_site(root / name, name, policy=policy)
-    rng = np.random.default_rng(seed)
-    writer = StoreWriter(
-        site.store_dir, load_site_key(site), image_size=size, split_fractions=(0.6, 0.0, 0.4)
-    )
-    for i in range(50):
-        label = int(rng.random() < 0.5)
-        pixels = rng.normal(0.4, 0.05, (size, size)).astype(np.float32)
-        if label:
-            pixels[6:10, 6:10] += 0.5
-        writer.add(Record(pixels=np.clip(pixels, 0, 1), label=label, patient=f"p{i}", study=f"s{i}"))
-    writer.commit()
-    return site.root
 
 
 def _config(sites: list[Path], out: Path, **overrides: object) -> RunConfig:
@@ -107,9 +91,9 @@ def _plain_update(site: Path, config: RunConfig) -> bytes:
 
 
 def test_the_server_never_receives_a_plain_update_under_secagg(
-    tmp_path: Path, server_inbox: list[bytes]
+    blob_site: Callable[..., Path], tmp_path: Path, server_inbox: list[bytes]
 ) -> None:
-    sites = [_make_site(tmp_path, f"site-{i}", seed=i) for i in range(3)]
+    sites = [blob_site(tmp_path, f"site-{i}", seed=i, policy=OPEN) for i in range(3)]
     plain = _config(sites, tmp_path / "plain", secure_aggregation=False)
     updates = [_plain_update(s, plain) for s in sites]
     assert len(set(updates)) == 3 and all(len(u) == 16 * 16 * 8 for u in updates)
@@ -135,9 +119,11 @@ def _opacus_epsilon(history: list[tuple[float, float, int]], delta: float) -> fl
     return float(accountant.get_epsilon(delta))
 
 
-def test_a_site_failing_mid_round_does_not_stop_it_and_epsilon_is_reported(tmp_path: Path) -> None:
+def test_a_site_failing_mid_round_does_not_stop_it_and_epsilon_is_reported(
+    blob_site: Callable[..., Path], tmp_path: Path
+) -> None:
     policy = SitePolicy(min_sites=3)
-    sites = [_make_site(tmp_path, f"site-{i}", seed=i, policy=policy) for i in range(5)]
+    sites = [blob_site(tmp_path, f"site-{i}", seed=i, policy=policy) for i in range(5)]
     shutil.rmtree(SiteDir(sites[4]).store_dir)  # joins the round (no data needed), then cannot train
     config = _config(
         sites,
@@ -164,10 +150,10 @@ def test_a_site_failing_mid_round_does_not_stop_it_and_epsilon_is_reported(tmp_p
     per_site = []
     for site in sites[:4]:
         entries = EpsilonLedger(SiteDir(site)).entries(load_site_key(SiteDir(site)))
-        sample = [e for e in entries if e.kind == "sample"]
-        assert [e.round for e in sample] == [1, 2]
-        n = len(load_split(SiteDir(site).store_dir, load_site_key(SiteDir(site)), "train"))
-        mechanism = round_mechanism(config, n)
+        assert [e.server_round for e in entries] == [1, 2] and {e.state for e in entries} == {"sent"}
+        sample = [r for e in entries for r in e.releases if r.kind == "sample"]
+        train = load_split(SiteDir(site).store_dir, load_site_key(SiteDir(site)), "train")
+        mechanism = round_mechanism(config, TrainingPopulation.of(train))
         assert (sample[0].sampling_rate, sample[0].noise_multiplier) == (
             mechanism.sampling_rate,
             mechanism.noise_multiplier,
@@ -182,8 +168,10 @@ def test_a_site_failing_mid_round_does_not_stop_it_and_epsilon_is_reported(tmp_p
     assert abs(reported - max(per_site)) <= 0.01 * max(per_site) and reported <= 2.0
 
 
-def test_a_server_without_secure_aggregation_fails_with_the_refusal_code(tmp_path: Path) -> None:
-    sites = [_make_site(tmp_path, f"site-{i}", seed=i, policy=SitePolicy()) for i in range(3)]
+def test_a_server_without_secure_aggregation_fails_with_the_refusal_code(
+    blob_site: Callable[..., Path], tmp_path: Path
+) -> None:
+    sites = [blob_site(tmp_path, f"site-{i}", seed=i, policy=SitePolicy()) for i in range(3)]
     config = _config(sites, tmp_path / "run", secure_aggregation=False)
     with pytest.raises(TrainingError, match="3 x no-secure-aggregation"):
         run_federation(config.to_flower(), num_sites=3)
@@ -191,8 +179,10 @@ def test_a_server_without_secure_aggregation_fails_with_the_refusal_code(tmp_pat
         assert '"code": "no-secure-aggregation"' in refusals_file(SiteDir(site)).read_text()
 
 
-def test_more_dropouts_than_secagg_tolerates_fail_the_run_loudly(tmp_path: Path) -> None:
-    sites = [_make_site(tmp_path, f"site-{i}", seed=i, policy=SitePolicy()) for i in range(3)]
+def test_more_dropouts_than_secagg_tolerates_fail_the_run_loudly(
+    blob_site: Callable[..., Path], tmp_path: Path
+) -> None:
+    sites = [blob_site(tmp_path, f"site-{i}", seed=i, policy=SitePolicy()) for i in range(3)]
     for site in sites[1:]:
         shutil.rmtree(SiteDir(site).store_dir)  # two of three fail after joining: threshold 2 is unreachable
     config = _config(sites, tmp_path / "run", client_dp="central")  # max_weight 1: no size query first
