@@ -8,8 +8,7 @@ implementer):
 
 ====================  ==================================================================
 PN                    emptied (a person's name, whatever the attribute)
-DA, DT                shifted by the patient's keyed days (Modified Dates) or removed
-TM                    kept (Modified Dates: a whole-day shift keeps the time) or removed
+DA, DT, TM            shifted by the patient's keyed offset (Modified Dates) or removed
 UI                    replaced by a keyed UID unless it is a DICOM-defined UID (a SOP Class,
                       a Transfer Syntax, a coding scheme: root ``1.2.840.10008.``)
 SQ                    kept, each item de-identified by the same rules
@@ -31,8 +30,8 @@ information (PS3.10 7.1) so that (0002,0003) *Media Storage SOP Instance UID* eq
 Idempotence (a documented rule, tested): UIDs and the Patient ID are self-authenticating keyed
 pseudonyms that map to themselves (:mod:`client.deid.pseudonyms`), and a data set whose
 (0010,0020) *Patient ID* is already one of this secret's pseudonyms has already had its dates shifted,
-so they are not shifted again. Every other action maps its own output to itself. De-identifying an
-output again with the same secret and options therefore changes nothing.
+so they are not shifted again (dates and times alike). Every other action maps its own output to
+itself. De-identifying an output again with the same secret and options therefore changes nothing.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -53,7 +52,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from client.deid.burned_in import burned_in_reason, mask_pixels, visual_features_reason
-from client.deid.dates import shift_da, shift_dt
+from client.deid.dates import TemporalShift, shift_da, shift_date_time, shift_dt, shift_tm
 from client.deid.descriptors import clean_text
 from client.deid.options import DeidOptions
 from client.deid.profile import (
@@ -126,6 +125,24 @@ _TYPE2_EMPTY: Final = {
 _VR_CACHE: dict[int, str] = {}
 
 
+def _date_time_pairs() -> dict[int, int]:
+    """DA tag -> the TM tag of the same name ((0008,0020) *Study Date* -> (0008,0030) *Study Time*)."""
+    by_keyword = {entry[4]: tag for tag, entry in DicomDictionary.items() if entry[4]}
+    pairs = {}
+    for tag, entry in DicomDictionary.items():
+        vr, keyword = entry[0], entry[4]
+        if vr == "DA" and keyword.endswith("Date"):
+            partner = by_keyword.get(keyword[:-4] + "Time")
+            if partner is not None and DicomDictionary[partner][0] == "TM":
+                pairs[tag] = partner
+    return pairs
+
+
+#: Each date attribute and the time attribute that completes it into one instant (PS3.15 E.3.6):
+#: they are shifted together so that the date rolls over when the time crosses midnight.
+DATE_TIME_PAIRS: Final[Mapping[int, int]] = _date_time_pairs()
+
+
 class DeidRejected(InputError):
     """A file fedscan will not de-identify, with a reason that names no patient.
 
@@ -172,7 +189,7 @@ class _Run:
 
     __slots__ = ("counts", "shift")
 
-    def __init__(self, shift: int | None) -> None:
+    def __init__(self, shift: TemporalShift | None) -> None:
         self.shift = shift
         self.counts: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
 
@@ -232,6 +249,21 @@ def _map_raw_ascii(ds: Dataset, tag: int, fn: Callable[[str], str | None], pad: 
         return False
     ds[tag] = raw._replace(value=data, length=len(data))
     return True
+
+
+def _single_text(ds: Dataset, tag: int) -> str | None:
+    """The one value of a text element as a string (raw bytes decoded as ASCII); None if several."""
+    raw = ds.get_item(tag, keep_deferred=True)
+    if isinstance(raw, RawDataElement):
+        if not isinstance(raw.value, bytes):
+            return None
+        text = raw.value.decode("ascii", "replace").strip("\x00 ")
+    else:
+        value = raw.value
+        if isinstance(value, MultiValue | list | tuple):
+            return None
+        text = str(value or "").strip()
+    return None if "\\" in text else text
 
 
 def _is_empty(value: Any) -> bool:
@@ -335,7 +367,7 @@ class Deidentifier:
         already = self._keys.is_own_patient(patient_id.strip())
         shift = None
         if self.options.retain_dates_modified and not already:
-            shift = self._keys.date_shift_days(patient_id)
+            shift = self._keys.temporal_shift(patient_id)
         run = _Run(shift)
 
         self._walk(ds, run)
@@ -365,6 +397,7 @@ class Deidentifier:
     def _walk(self, ds: Dataset, run: _Run) -> None:
         rules = self._rules
         private: list[int] = []
+        done = self._shift_pairs(ds, run) if run.shift is not None else ()
         # items() gives the elements as stored (raw ones unconverted), one lookup for the whole walk;
         # each step below replaces or removes only its own element, so the snapshot stays current.
         for tag, elem in list(ds.items()):
@@ -379,6 +412,8 @@ class Deidentifier:
             if 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
                 del ds[tag]
                 run.count("CurveData (50xx)" if group < 0x6000 else "Overlay (60xx)", REMOVE)
+                continue
+            if tag in done:
                 continue
             vr = _vr_of(elem, tag)
             rule = rules.get(tag)
@@ -409,7 +444,7 @@ class Deidentifier:
         if vr in ("DA", "DT"):
             return SHIFT if self.options.retain_dates_modified else REMOVE
         if vr == "TM":
-            return KEEP if self.options.retain_dates_modified else REMOVE
+            return SHIFT if self.options.retain_dates_modified else REMOVE
         if vr == "UI":
             return _UID_NET
         if vr == "UN":
@@ -453,13 +488,15 @@ class Deidentifier:
         elif action == SHIFT:
             if run.shift is None:
                 return
-            days = run.shift
+            offset = run.shift
             if vr == "DA":
-                shift: Callable[[str], str | None] = lambda v: shift_da(v, days)  # noqa: E731
+                shift: Callable[[str], str | None] = lambda v: shift_da(v, offset)  # noqa: E731
             elif vr == "DT":
-                shift = lambda v: shift_dt(v, days)  # noqa: E731
-            else:  # TM: a whole-day shift keeps the time of day
-                return
+                shift = lambda v: shift_dt(v, offset)  # noqa: E731
+            elif vr == "TM":  # a time without its date: shifted modulo 24 hours
+                shift = lambda v: shift_tm(v, offset)  # noqa: E731
+            else:
+                raise ValueError(f"cannot shift a value of VR {vr}")
             if _map_raw_ascii(ds, tag, shift, b" ") is None:
                 elem = ds[tag]
                 elem.value = _map_values(elem.value, shift)
@@ -467,6 +504,38 @@ class Deidentifier:
             elem = ds[tag]
             elem.value = self._keys.patient(str(elem.value or ""))
         run.count(label, action)
+
+    def _shift_action(self, tag: int, vr: str) -> bool:
+        rule = self._rules.get(tag)
+        action = rule.action if rule is not None else self._by_vr(vr)
+        return action == SHIFT
+
+    def _shift_pairs(self, ds: Dataset, run: _Run) -> frozenset[int]:
+        """Shift each date and its time in ``ds`` (this level) as one instant; the tags handled.
+
+        A pair is shifted together only when both are single, readable values and both are to be
+        shifted; otherwise each is left to the walk, which shifts it alone (or empties it).
+        """
+        assert run.shift is not None
+        handled: set[int] = set()
+        for date_tag, time_tag in DATE_TIME_PAIRS.items():
+            if date_tag not in ds or time_tag not in ds:
+                continue
+            if not (self._shift_action(date_tag, "DA") and self._shift_action(time_tag, "TM")):
+                continue
+            date, time = _single_text(ds, date_tag), _single_text(ds, time_tag)
+            if not date or not time:
+                continue
+            shifted = shift_date_time(date, time, run.shift)
+            if shifted is None:
+                continue
+            ds[date_tag] = DataElement(date_tag, "DA", shifted[0])
+            ds[time_tag] = DataElement(time_tag, "TM", shifted[1])
+            for tag in (date_tag, time_tag):
+                handled.add(tag)
+                label = self._rules[tag].keyword if tag in self._rules else _label(tag)
+                run.count(label, SHIFT)
+        return frozenset(handled)
 
     def _uid_unless_dicom(self, uid: str) -> str:
         text = uid.strip(" \x00")

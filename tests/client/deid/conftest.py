@@ -94,6 +94,8 @@ def plant_phi(ds: Dataset, index: int) -> None:
     ds.StudyDate = "20230105"
     ds.SeriesDate = "20230105"
     ds.AcquisitionDate = "20230106"
+    ds.StudyTime = ds.SeriesTime = "143015"
+    ds.AcquisitionTime = "091502.250"
     ds.StudyDescription = "CT chest for Johnathan Smithwick MRN99812345"
     ds.ImageComments = "Patient Zorblatt called 555-0199 about results"
     ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.77.{index + 1}"

@@ -169,15 +169,16 @@ def test_no_planted_phi_and_no_original_value_survives(
                 assert text.encode("utf-8", "ignore") not in blob, (source.name, f"{tag:08X}", text)
 
 
-def test_dates_shift_by_the_patients_keyed_days(
+def test_dates_and_times_shift_by_the_patients_keyed_offset(
     planted_dir: Path, default_run: tuple[Path, Any], read_dicom: Any
 ) -> None:
     read_ok = read_dicom
     out, _ = default_run
-    shift = KEYS.date_shift_days("MRN99812345")
+    shift = KEYS.temporal_shift("MRN99812345")
     import datetime as dt
 
-    expected = (dt.date(2023, 1, 5) + dt.timedelta(days=shift)).strftime("%Y%m%d")
+    study = dt.datetime(2023, 1, 5, 14, 30, 15) + dt.timedelta(seconds=shift.total_seconds)
+    acquired = dt.datetime(2023, 1, 6, 9, 15, 2) + dt.timedelta(seconds=shift.total_seconds)
     seen = 0
     for source in sorted(planted_dir.iterdir()):
         ds_in = read_ok(source)
@@ -188,9 +189,10 @@ def test_dates_shift_by_the_patients_keyed_days(
             continue
         ds_out = pydicom.dcmread(target)
         assert ds_out.PatientID == patient_pseudonym(SECRET, "MRN99812345")
-        assert ds_out.StudyDate == expected
-        acquired = dt.datetime.strptime(ds_out.AcquisitionDate, "%Y%m%d")
-        assert (acquired - dt.datetime.strptime(ds_out.StudyDate, "%Y%m%d")).days == 1
+        assert (ds_out.StudyDate, ds_out.StudyTime) == (study.strftime("%Y%m%d"), study.strftime("%H%M%S"))
+        assert ds_out.SeriesTime == ds_out.StudyTime != "143015"
+        assert ds_out.AcquisitionDate == acquired.strftime("%Y%m%d")
+        assert ds_out.AcquisitionTime == acquired.strftime("%H%M%S") + ".250"
         assert ds_out.PatientName == "" and ds_out.PatientBirthDate == ""
         seen += 1
     assert seen >= 50
