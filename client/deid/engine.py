@@ -20,11 +20,12 @@ odd groups (private)  removed, unless Retain Safe Private allows (creator, group
 everything else       kept (the Basic Profile keeps attributes it does not list)
 ====================  ==================================================================
 
-Then it fills the Type 2 attributes of the Patient and General Study modules that are missing,
-marks the data set ((0012,0062) *Patient Identity Removed* = ``YES``, (0012,0063)
-*De-identification Method*, (0012,0064) *De-identification Method Code Sequence* with the CID 7050
-codes applied, (0028,0303) *Longitudinal Temporal Information Modified*), and rebuilds the file meta
-information (PS3.10 7.1) so that (0002,0003) *Media Storage SOP Instance UID* equals the new
+Then the data set's own identifying values, collected before the walk, are removed from the text it kept
+(:mod:`client.deid.known_values`). Then it fills the Type 2 attributes of the Patient and General Study
+modules that are missing, marks the data set ((0012,0062) *Patient Identity Removed* = ``YES``,
+(0012,0063) *De-identification Method*, (0012,0064) *De-identification Method Code Sequence* with the
+CID 7050 codes applied, (0028,0303) *Longitudinal Temporal Information Modified*), and rebuilds the file
+meta information (PS3.10 7.1) so that (0002,0003) *Media Storage SOP Instance UID* equals the new
 (0008,0018) *SOP Instance UID*.
 
 Idempotence (a documented rule, tested): UIDs and the Patient ID are self-authenticating keyed
@@ -54,6 +55,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 from client.deid.burned_in import burned_in_reason, mask_pixels, visual_features_reason
 from client.deid.dates import TemporalShift, shift_da, shift_date_time, shift_dt, shift_tm
 from client.deid.descriptors import clean_text
+from client.deid.known_values import collect_known_values
 from client.deid.options import DeidOptions
 from client.deid.profile import (
     CLEAN,
@@ -99,7 +101,9 @@ ACTION_NAMES: Final[dict[str, str]] = {
     REPLACE_UID: "uid-replaced",
     SHIFT: "date-shifted",
     PSEUDONYM: "pseudonymized",
+    "S": "scrubbed",
 }
+_SCRUB: Final = "S"  # a known value (or a person-name shape) removed from kept text
 
 _UID_NET: Final = "u"  # replace a UI value unless it is DICOM-defined
 _DICOM_ROOT: Final = "1.2.840.10008."
@@ -369,8 +373,13 @@ class Deidentifier:
         if self.options.retain_dates_modified and not already:
             shift = self._keys.temporal_shift(patient_id)
         run = _Run(shift)
+        known = collect_known_values(
+            ds, _vr_of, temporal=not already, institution=not self.options.retain_institution_identity
+        )
 
         self._walk(ds, run)
+        # after the walk: only what the profile kept is scrubbed (and person-name shapes always are)
+        known.scrub(ds, _vr_of, lambda tag: run.count(_label(tag), _SCRUB))
         self._complete(ds)
         self._mark(ds, transfer_syntax, masked=suspect is not None)
         self._rebuild_meta(ds, meta, transfer_syntax, run)
