@@ -56,6 +56,7 @@ from client.deid.burned_in import burned_in_reason, mask_pixels, visual_features
 from client.deid.dates import TemporalShift, shift_da, shift_date_time, shift_dt, shift_tm
 from client.deid.descriptors import clean_text
 from client.deid.known_values import collect_known_values
+from client.deid.objects import uncleanable_reason
 from client.deid.options import DeidOptions
 from client.deid.profile import (
     CLEAN,
@@ -355,6 +356,9 @@ class Deidentifier:
             raise DeidRejected("invalid: no (0008,0016) SOP Class UID or (0008,0018) SOP Instance UID")
         if self.options.require_pixel_data and not any(t in ds for t in _PIXEL_TAGS):
             raise DeidRejected("no pixel data: (7FE0,0010) Pixel Data is absent, the file is not an image")
+        reason = uncleanable_reason(ds, sop_class)
+        if reason:
+            raise DeidRejected(reason)
         reason = visual_features_reason(ds)
         if reason:
             raise DeidRejected(reason)

@@ -115,8 +115,9 @@ class DeidOptions:
     mask_regions : tuple of (x, y, width, height)
         Pixel rectangles blanked in every frame when ``burned_in == "mask"``.
     require_pixel_data : bool
-        Reject data sets without (7FE0,0010) *Pixel Data* (reports, plans, DICOMDIRs): fedscan trains
-        on images.
+        Reject data sets without (7FE0,0010) *Pixel Data*. Off by default: reports, key object
+        selections, presentation states, segmentations and structure sets are de-identified like images
+        (:mod:`client.deid.objects` lists what is refused instead).
     safe_private : tuple of (private creator, group, element offset)
         The allowlist used by ``retain_safe_private``.
     """
@@ -129,7 +130,7 @@ class DeidOptions:
     retain_safe_private: bool = False
     burned_in: str = "reject"
     mask_regions: tuple[tuple[int, int, int, int], ...] = ()
-    require_pixel_data: bool = True
+    require_pixel_data: bool = False
     safe_private: tuple[tuple[str, int, int], ...] = field(default=DEFAULT_SAFE_PRIVATE)
 
     def __post_init__(self) -> None:

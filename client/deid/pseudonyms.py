@@ -72,7 +72,7 @@ class KeyedPseudonyms:
         If the secret is not bytes or is too short to be a key.
     """
 
-    __slots__ = ("_date", "_patient", "_patient_tag", "_uid", "_uid_cache", "_uid_tag")
+    __slots__ = ("_date", "_file", "_patient", "_patient_tag", "_uid", "_uid_cache", "_uid_tag")
 
     def __init__(self, secret: bytes) -> None:
         if not isinstance(secret, bytes | bytearray) or len(secret) < _MIN_SECRET_BYTES:
@@ -86,6 +86,7 @@ class KeyedPseudonyms:
         self._patient = _subkey(key, "patient-id")
         self._patient_tag = _subkey(key, "patient-id-tag")
         self._date = _subkey(key, "date-shift")
+        self._file = _subkey(key, "report-file")
         self._uid_cache: dict[str, str] = {}
 
     def __repr__(self) -> str:  # never print key material
@@ -157,6 +158,16 @@ class KeyedPseudonyms:
             return False
         payload, tag = raw[:_PATIENT_PAYLOAD], raw[_PATIENT_PAYLOAD:]
         return hmac.compare_digest(tag, _mac(self._patient_tag, payload)[:_PATIENT_TAG])
+
+    # ---- input files --------------------------------------------------------------------------
+    def file_key(self, relative_path: str) -> str:
+        """A keyed name for an input file (``f-`` + 20 hex digits), for reports that must not show paths.
+
+        Export paths are often named after patients; a report names a rejected file by this key, and an
+        operator holding the secret finds the file by computing the key of each path (the console shows
+        the paths themselves).
+        """
+        return "f-" + _mac(self._file, relative_path.encode("utf-8", "surrogateescape")).hex()[:20]
 
     # ---- dates and times ----------------------------------------------------------------------
     def temporal_shift(self, patient_id: str) -> TemporalShift:
