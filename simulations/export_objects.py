@@ -92,7 +92,7 @@ def _base(source: Dataset, sop_class: str, modality: str, rng: np.random.Generat
     ds.InstanceNumber = 1
     ds.Manufacturer = "FEDSCAN SIM"
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = dcm_uid.UID(sop_class)
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = dcm_uid.ExplicitVRLittleEndian
     meta.ImplementationClassUID = dcm_uid.PYDICOM_IMPLEMENTATION_UID
