@@ -37,6 +37,7 @@ itself. De-identifying an output again with the same secret and options therefor
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from client.deid.descriptors import clean_text
 from client.deid.known_values import collect_known_values
 from client.deid.objects import uncleanable_reason
 from client.deid.options import DeidOptions
+from client.deid.pixel_hygiene import pixel_size_reason, zero_unused_bits
 from client.deid.profile import (
     CLEAN,
     DUMMY,
@@ -103,6 +105,7 @@ ACTION_NAMES: Final[dict[str, str]] = {
     SHIFT: "date-shifted",
     PSEUDONYM: "pseudonymized",
     "S": "scrubbed",
+    "B": "high-bits-zeroed",
 }
 _SCRUB: Final = "S"  # a known value (or a person-name shape) removed from kept text
 
@@ -359,6 +362,11 @@ class Deidentifier:
         reason = uncleanable_reason(ds, sop_class)
         if reason:
             raise DeidRejected(reason)
+        filename = getattr(ds, "filename", None)
+        size = os.path.getsize(filename) if isinstance(filename, str) and os.path.isfile(filename) else None
+        reason = pixel_size_reason(ds, self.options.pixel_limits, file_size=size)
+        if reason:  # before anything decodes the pixels
+            raise DeidRejected(reason)
         reason = visual_features_reason(ds)
         if reason:
             raise DeidRejected(reason)
@@ -395,6 +403,8 @@ class Deidentifier:
                     f"burned-in text: the pixels could not be decoded for masking ({type(exc).__name__})"
                 ) from None
             run.count("PixelData", CLEAN)
+        if zero_unused_bits(ds, little_endian=UID(ds.file_meta.TransferSyntaxUID).is_little_endian):
+            run.count("PixelData", "B")
         ds.preamble = b"\x00" * 128  # the preamble is free for applications and may hold anything
         return DeidOutcome(
             sop_instance_uid=str(ds.SOPInstanceUID),

@@ -17,7 +17,8 @@ Option names (``--option NAME``; ``no-NAME`` turns a profile's option off):
 
 ``retain-modified-dates``, ``retain-patient-characteristics``, ``retain-device-identity``,
 ``retain-institution-identity``, ``clean-descriptors``, ``retain-safe-private``, ``burned-in=reject``,
-``burned-in=mask``, ``mask-region=X,Y,W,H`` (repeatable; implies ``burned-in=mask``).
+``burned-in=mask``, ``mask-region=X,Y,W,H`` (repeatable; implies ``burned-in=mask``),
+``max-pixel-bytes=N`` and ``max-expansion=R`` (the pixel ceilings of :mod:`client.deid.pixel_hygiene`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple
+
+from client.deid.pixel_hygiene import DEFAULT_MAX_EXPANSION, DEFAULT_MAX_PIXEL_BYTES, PixelLimits
 
 __all__ = ["OPTION_NAMES", "PROFILES", "Code", "DeidOptions"]
 
@@ -60,7 +63,14 @@ _FLAGS: Final[dict[str, tuple[str, Code]]] = {
 }
 
 #: Every option name accepted by :meth:`DeidOptions.from_names` (besides the ``no-`` forms).
-OPTION_NAMES: Final[tuple[str, ...]] = (*_FLAGS, "burned-in=reject", "burned-in=mask", "mask-region=X,Y,W,H")
+OPTION_NAMES: Final[tuple[str, ...]] = (
+    *_FLAGS,
+    "burned-in=reject",
+    "burned-in=mask",
+    "mask-region=X,Y,W,H",
+    "max-pixel-bytes=N",
+    "max-expansion=R",
+)
 
 #: Profile name -> the options it switches on.
 PROFILES: Final[dict[str, tuple[str, ...]]] = {
@@ -120,6 +130,10 @@ class DeidOptions:
         (:mod:`client.deid.objects` lists what is refused instead).
     safe_private : tuple of (private creator, group, element offset)
         The allowlist used by ``retain_safe_private``.
+    max_pixel_bytes : int
+        Ceiling on the declared size of a file's pixels, checked before decoding.
+    max_expansion : float
+        Ceiling on declared / compressed size of encapsulated pixel data, checked before decoding.
     """
 
     retain_dates_modified: bool = True
@@ -132,8 +146,11 @@ class DeidOptions:
     mask_regions: tuple[tuple[int, int, int, int], ...] = ()
     require_pixel_data: bool = False
     safe_private: tuple[tuple[str, int, int], ...] = field(default=DEFAULT_SAFE_PRIVATE)
+    max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES
+    max_expansion: float = DEFAULT_MAX_EXPANSION
 
     def __post_init__(self) -> None:
+        PixelLimits(self.max_pixel_bytes, self.max_expansion)  # validates
         if self.burned_in not in _BURNED_IN_POLICIES:
             raise ValueError(
                 f"The burned-in text policy must be one of {', '.join(_BURNED_IN_POLICIES)}, "
@@ -182,6 +199,7 @@ class DeidOptions:
             flags[_FLAGS[name][0]] = True
         burned_in = "reject"
         regions: list[tuple[int, int, int, int]] = []
+        limits: dict[str, float] = {}
         for raw in names:
             name = raw.strip().lower().replace("_", "-")
             option, _, value = name.partition("=")
@@ -194,6 +212,8 @@ class DeidOptions:
             elif option == "mask-region" and value:
                 regions.append(_parse_region(value))
                 burned_in = "mask"
+            elif option in ("max-pixel-bytes", "max-expansion") and value:
+                limits[option] = _parse_number(raw, value)
             else:
                 raise ValueError(
                     f"Unknown de-identification option {raw!r}; known: {', '.join(OPTION_NAMES)} "
@@ -208,7 +228,14 @@ class DeidOptions:
             retain_safe_private=flags["retain_safe_private"],
             burned_in=burned_in,
             mask_regions=tuple(regions),
+            max_pixel_bytes=int(limits.get("max-pixel-bytes", DEFAULT_MAX_PIXEL_BYTES)),
+            max_expansion=float(limits.get("max-expansion", DEFAULT_MAX_EXPANSION)),
         )
+
+    @property
+    def pixel_limits(self) -> PixelLimits:
+        """The ceilings checked before any pixel data is decoded."""
+        return PixelLimits(self.max_pixel_bytes, self.max_expansion)
 
     @property
     def option_names(self) -> tuple[str, ...]:
@@ -228,6 +255,16 @@ class DeidOptions:
     def replace(self, **changes: object) -> DeidOptions:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _parse_number(raw: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"The option {raw!r} needs a number after '='.") from None
+    if number < 1:
+        raise ValueError(f"The option {raw!r} needs a number of at least 1.")
+    return number
 
 
 def _parse_region(text: str) -> tuple[int, int, int, int]:
