@@ -42,7 +42,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
@@ -53,7 +53,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from client.deid.burned_in import burned_in_reason, mask_pixels, visual_features_reason
+from client.deid.burned_in import burned_in_reason, mask_pixels, ocr_mask_pixels, visual_features_reason
 from client.deid.dates import TemporalShift, shift_da, shift_date_time, shift_dt, shift_tm
 from client.deid.descriptors import clean_text
 from client.deid.known_values import collect_known_values
@@ -75,7 +75,10 @@ from client.deid.profile import (
 from client.deid.pseudonyms import KeyedPseudonyms
 from client.deid.table import TABLE_EDITION
 from client.deid.values import dummy_value, empty_value
-from common.errors import InputError
+
+if TYPE_CHECKING:
+    from client.deid.ocr import TextDetector
+from common.errors import FedscanError, InputError
 
 __all__ = [
     "ACTION_NAMES",
@@ -322,6 +325,9 @@ class Deidentifier:
         The site's de-identification secret (keys the UID map, pseudonyms and date shifts).
     options : DeidOptions
         Profile options and policies; the default is fedscan's profile.
+    detector : TextDetector, optional
+        The text detector of the ``ocr-mask`` policy; default: RapidOCR's (:mod:`client.deid.ocr`),
+        loaded once per process on first use.
 
     Examples
     --------
@@ -330,8 +336,12 @@ class Deidentifier:
     >>> ds.save_as(path, enforce_file_format=True)          # doctest: +SKIP
     """
 
-    def __init__(self, secret: bytes, options: DeidOptions = DeidOptions()) -> None:
+    def __init__(
+        self, secret: bytes, options: DeidOptions = DeidOptions(), *, detector: TextDetector | None = None
+    ) -> None:
         self.options = options
+        self.burned_in_policy = options.burned_in_policy
+        self._detector = detector
         self._keys = KeyedPseudonyms(secret)
         self._rules = compile_rules(options)
         self._safe_private = frozenset(options.safe_private) if options.retain_safe_private else frozenset()
@@ -370,8 +380,13 @@ class Deidentifier:
         reason = visual_features_reason(ds)
         if reason:
             raise DeidRejected(reason)
-        suspect = burned_in_reason(ds)
-        if suspect and self.options.burned_in == "reject":
+        policy = self.burned_in_policy
+        suspect = None
+        if any(t in ds for t in _PIXEL_TAGS):
+            suspect = burned_in_reason(
+                ds, trust_annotation_no=policy != "ocr-mask", modalities=self.options.burned_in_modalities
+            )
+        if suspect and policy == "reject":
             raise DeidRejected(suspect)
         transfer_syntax = self._transfer_syntax(ds, meta)
 
@@ -396,13 +411,7 @@ class Deidentifier:
         self._mark(ds, transfer_syntax, masked=suspect is not None)
         self._rebuild_meta(ds, meta, transfer_syntax, run)
         if suspect is not None:
-            try:
-                mask_pixels(ds, self.options.mask_regions)
-            except Exception as exc:  # any decoder failure: the file cannot be made safe
-                raise DeidRejected(
-                    f"burned-in text: the pixels could not be decoded for masking ({type(exc).__name__})"
-                ) from None
-            run.count("PixelData", CLEAN)
+            self._clean_pixels(ds, policy, run)
         if zero_unused_bits(ds, little_endian=UID(ds.file_meta.TransferSyntaxUID).is_little_endian):
             run.count("PixelData", "B")
         ds.preamble = b"\x00" * 128  # the preamble is free for applications and may hold anything
@@ -412,9 +421,38 @@ class Deidentifier:
             series_instance_uid=str(ds.SeriesInstanceUID),
             patient_id=str(ds.PatientID),
             actions={label: dict(actions) for label, actions in run.counts.items()},
-            pixels_masked=suspect is not None,
+            pixels_masked="cleaned" in run.counts.get("PixelData", {}),
             dates_shifted=shift is not None,
         )
+
+    def _clean_pixels(self, ds: Dataset, policy: str, run: _Run) -> None:
+        """Blank burned-in text by the policy (``mask`` or ``ocr-mask``); mark the pixels as clean."""
+        try:
+            if policy == "mask":
+                mask_pixels(ds, self.options.mask_regions)
+                run.count("PixelData", CLEAN)
+            else:
+                if self._detector is None:
+                    from client.deid.ocr import load_detector
+
+                    self._detector = load_detector()
+                boxes, remains = ocr_mask_pixels(ds, self._detector)
+                if remains:
+                    raise DeidRejected(
+                        "burned-in text: text is still detected after masking every text box found "
+                        "three times"
+                    )
+                if boxes:
+                    run.count("PixelData", CLEAN, boxes)
+        except DeidRejected:
+            raise
+        except FedscanError:
+            raise
+        except Exception as exc:  # any decoder failure: the file cannot be made safe
+            raise DeidRejected(
+                f"burned-in text: the pixels could not be decoded for masking ({type(exc).__name__})"
+            ) from None
+        ds.BurnedInAnnotation = "NO"  # PS3.15 E.3.1: the text is gone (masked, or none was found)
 
     # ---- the walk ---------------------------------------------------------------------------
     def _walk(self, ds: Dataset, run: _Run) -> None:

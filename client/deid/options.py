@@ -17,7 +17,8 @@ Option names (``--option NAME``; ``no-NAME`` turns a profile's option off):
 
 ``retain-modified-dates``, ``retain-patient-characteristics``, ``retain-device-identity``,
 ``retain-institution-identity``, ``clean-descriptors``, ``retain-safe-private``, ``burned-in=reject``,
-``burned-in=mask``, ``mask-region=X,Y,W,H`` (repeatable; implies ``burned-in=mask``),
+``burned-in=ocr-mask``, ``burned-in=mask``, ``burned-in-modalities=US,OT,SC,XC,ES``,
+``mask-region=X,Y,W,H`` (repeatable; implies ``burned-in=mask``),
 ``max-pixel-bytes=N`` and ``max-expansion=R`` (the pixel ceilings of :mod:`client.deid.pixel_hygiene`).
 """
 
@@ -66,7 +67,9 @@ _FLAGS: Final[dict[str, tuple[str, Code]]] = {
 OPTION_NAMES: Final[tuple[str, ...]] = (
     *_FLAGS,
     "burned-in=reject",
+    "burned-in=ocr-mask",
     "burned-in=mask",
+    "burned-in-modalities=US,OT,...",
     "mask-region=X,Y,W,H",
     "max-pixel-bytes=N",
     "max-expansion=R",
@@ -93,7 +96,9 @@ DEFAULT_SAFE_PRIVATE: Final[tuple[tuple[str, int, int], ...]] = (
     ("Philips Imaging DD 001", 0x2001, 0x03),  # Diffusion B-Factor
 )
 
-_BURNED_IN_POLICIES: Final = ("reject", "mask")
+_BURNED_IN_POLICIES: Final = ("auto", "reject", "ocr-mask", "mask")
+#: (0008,0060) Modality values whose files are checked for burned-in text by default.
+DEFAULT_BURNED_IN_MODALITIES: Final = ("US", "OT", "SC", "XC", "ES")
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,10 @@ class DeidOptions:
     retain_safe_private : bool
         Retain Safe Private (E.3.10): the private attributes of ``safe_private`` are kept; every other
         private attribute is removed either way.
-    burned_in : {"reject", "mask"}
-        What to do with a file likely to carry burned-in text: reject it, or blank ``mask_regions``.
+    burned_in : {"auto", "reject", "ocr-mask", "mask"}
+        What to do with a file likely to carry burned-in text (:mod:`client.deid.burned_in`): reject it,
+        find and blank its text with OCR, or blank ``mask_regions``. ``auto`` (the default) is
+        ``ocr-mask`` when the OCR extra is installed, else ``reject``.
     mask_regions : tuple of (x, y, width, height)
         Pixel rectangles blanked in every frame when ``burned_in == "mask"``.
     require_pixel_data : bool
@@ -134,6 +141,9 @@ class DeidOptions:
         Ceiling on the declared size of a file's pixels, checked before decoding.
     max_expansion : float
         Ceiling on declared / compressed size of encapsulated pixel data, checked before decoding.
+    burned_in_modalities : tuple of str
+        (0008,0060) Modality values checked for burned-in text besides the Secondary Capture,
+        ultrasound and visible-light classes (CT and MR are not, unless a header says ``YES``).
     """
 
     retain_dates_modified: bool = True
@@ -142,12 +152,13 @@ class DeidOptions:
     retain_institution_identity: bool = False
     clean_descriptors: bool = False
     retain_safe_private: bool = False
-    burned_in: str = "reject"
+    burned_in: str = "auto"
     mask_regions: tuple[tuple[int, int, int, int], ...] = ()
     require_pixel_data: bool = False
     safe_private: tuple[tuple[str, int, int], ...] = field(default=DEFAULT_SAFE_PRIVATE)
     max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES
     max_expansion: float = DEFAULT_MAX_EXPANSION
+    burned_in_modalities: tuple[str, ...] = DEFAULT_BURNED_IN_MODALITIES
 
     def __post_init__(self) -> None:
         PixelLimits(self.max_pixel_bytes, self.max_expansion)  # validates
@@ -197,7 +208,8 @@ class DeidOptions:
         flags = {fld: False for fld, _ in _FLAGS.values()}
         for name in PROFILES[key]:
             flags[_FLAGS[name][0]] = True
-        burned_in = "reject"
+        burned_in = "auto"
+        modalities: tuple[str, ...] = DEFAULT_BURNED_IN_MODALITIES
         regions: list[tuple[int, int, int, int]] = []
         limits: dict[str, float] = {}
         for raw in names:
@@ -212,6 +224,8 @@ class DeidOptions:
             elif option == "mask-region" and value:
                 regions.append(_parse_region(value))
                 burned_in = "mask"
+            elif option == "burned-in-modalities" and value:
+                modalities = tuple(m.strip().upper() for m in value.split(",") if m.strip())
             elif option in ("max-pixel-bytes", "max-expansion") and value:
                 limits[option] = _parse_number(raw, value)
             else:
@@ -230,7 +244,17 @@ class DeidOptions:
             mask_regions=tuple(regions),
             max_pixel_bytes=int(limits.get("max-pixel-bytes", DEFAULT_MAX_PIXEL_BYTES)),
             max_expansion=float(limits.get("max-expansion", DEFAULT_MAX_EXPANSION)),
+            burned_in_modalities=modalities,
         )
+
+    @property
+    def burned_in_policy(self) -> str:
+        """The burned-in policy in force: ``auto`` resolved by whether the OCR extra is installed."""
+        if self.burned_in != "auto":
+            return self.burned_in
+        from client.deid.ocr import ocr_available
+
+        return "ocr-mask" if ocr_available() else "reject"
 
     @property
     def pixel_limits(self) -> PixelLimits:
@@ -241,7 +265,7 @@ class DeidOptions:
     def option_names(self) -> tuple[str, ...]:
         """The names of the options switched on, in a stable order (for reports)."""
         names = [name for name, (fld, _) in _FLAGS.items() if getattr(self, fld)]
-        names.append(f"burned-in={self.burned_in}")
+        names.append(f"burned-in={self.burned_in_policy}")
         return tuple(names)
 
     def method_codes(self, *, pixels_cleaned: bool = False) -> tuple[Code, ...]:
