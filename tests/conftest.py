@@ -113,3 +113,23 @@ def fresh_python() -> Callable[[str], str]:
         return done.stdout
 
     return run
+
+
+@pytest.fixture(scope="session")
+def optional_import() -> Callable[[str, str], object]:
+    """Import an optional component, or skip - except under CI (``CI=true``), where missing it fails.
+
+    CI installs every extra (``.ci/run``); a skip there would hide a broken install.
+    """
+    import importlib
+
+    def load(module: str, extra: str) -> object:
+        try:
+            return importlib.import_module(module)
+        except ImportError as error:
+            message = f"{module} is missing: install fedscan[{extra}] ({error})"
+            if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+                pytest.fail(f"under CI every optional component must be installed; {message}")
+            pytest.skip(message)
+
+    return load

@@ -166,7 +166,15 @@ def _blank_value(ds: Dataset, arr: np.ndarray) -> int:
 def _look(detector: TextDetector, frame: np.ndarray, ds: Dataset, window: tuple[float, float]) -> list[Box]:
     """The text boxes of one frame, each grown by the margin (line-shaped boxes only)."""
     rows, cols = frame.shape[0], frame.shape[1]
-    found = detector.detect(display_frame(frame, ds, window))
+    image = display_frame(frame, ds, window)
+    found = detector.detect(image)
+    colour = image.max(axis=2).astype(np.int16) - image.min(axis=2)
+    if np.count_nonzero(colour > 48) > 16:
+        # coloured text over grey speckle or anatomy: the colour alone shows it without the clutter
+        import cv2
+
+        chroma = np.clip(colour * 2, 0, 255).astype(np.uint8)
+        found = found + detector.detect(np.asarray(cv2.cvtColor(chroma, cv2.COLOR_GRAY2BGR)))
     return [_grown(b, rows, cols) for b in found if _line_shaped(b, rows)]
 
 
@@ -181,9 +189,12 @@ def _line_shaped(box: Box, rows: int) -> bool:
 
 
 def _grown(box: Box, rows: int, cols: int) -> Box:
+    """``box`` with the margin: :data:`OCR_MARGIN` of its height above and below, a whole height at the
+    ends (a line the detector found only in part continues along the line)."""
     x0, y0, x1, y1 = box
     pad = max(2, round(OCR_MARGIN * (y1 - y0)))
-    return max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, cols), min(y1 + pad, rows)
+    along = max(pad, y1 - y0)
+    return max(x0 - along, 0), max(y0 - pad, 0), min(x1 + along, cols), min(y1 + pad, rows)
 
 
 def ocr_mask_pixels(ds: Dataset, detector: TextDetector) -> tuple[int, bool]:

@@ -51,7 +51,10 @@ class TextDetector(Protocol):
 
 def ocr_available() -> bool:
     """Whether the OCR extra (``rapidocr`` and ``onnxruntime``) is installed."""
-    return all(importlib.util.find_spec(name) is not None for name in ("rapidocr", "onnxruntime"))
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("rapidocr", "onnxruntime"))
+    except (ImportError, ValueError):  # a broken install, or a module set to None in sys.modules
+        return False
 
 
 def _model_path() -> str:
@@ -77,7 +80,10 @@ class RapidOcrDetector:
     ----------
     max_side : int
         Frames whose longer side exceeds this are scaled down for detection (boxes come back in the
-        frame's own coordinates); smaller frames are not enlarged.
+        frame's own coordinates).
+    min_side : int
+        Frames whose longer side is below this are enlarged (at most 3 times) for detection: the
+        network finds text lines of 10 pixels and more reliably than smaller ones.
     box_threshold : float
         Minimum mean text probability inside a box (the detector's ``box_thresh``).
     pixel_threshold : float
@@ -87,6 +93,7 @@ class RapidOcrDetector:
     """
 
     max_side: int = 960
+    min_side: int = 640
     box_threshold: float = 0.5
     pixel_threshold: float = 0.3
     threads: int = 1
@@ -114,13 +121,18 @@ class RapidOcrDetector:
 
     def detect(self, image: np.ndarray) -> list[Box]:
         """Axis-aligned boxes around the text of ``image`` (uint8 BGR, rows x columns x 3)."""
+        rows, cols = image.shape[:2]
+        factor = min(3.0, self.min_side / max(rows, cols, 1))
+        if factor > 1.0:
+            import cv2
+
+            image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
         result = self._engine(image, use_det=True, use_cls=False, use_rec=False)
         quads = getattr(result, "boxes", None)
         if quads is None or len(quads) == 0:
             return []
-        rows, cols = image.shape[:2]
         boxes = []
-        for quad in np.asarray(quads, dtype=np.float64):
+        for quad in np.asarray(quads, dtype=np.float64) / max(factor, 1.0):
             x0, y0 = np.floor(quad.min(axis=0)).astype(int)
             x1, y1 = np.ceil(quad.max(axis=0)).astype(int) + 1
             boxes.append((max(int(x0), 0), max(int(y0), 0), min(int(x1), cols), min(int(y1), rows)))
