@@ -58,7 +58,7 @@ from client.deid.dates import TemporalShift, shift_da, shift_date_time, shift_dt
 from client.deid.descriptors import clean_text
 from client.deid.known_values import collect_known_values
 from client.deid.objects import uncleanable_reason
-from client.deid.options import DeidOptions
+from client.deid.options import CLEAN_PIXEL_DATA, DeidOptions
 from client.deid.pixel_hygiene import pixel_size_reason, zero_unused_bits
 from client.deid.profile import (
     CLEAN,
@@ -262,6 +262,17 @@ def _map_raw_ascii(ds: Dataset, tag: int, fn: Callable[[str], str | None], pad: 
     return True
 
 
+def _pixels_cleaned(ds: Dataset) -> bool:
+    """Whether (0012,0064) records the Clean Pixel Data Option (113101) and (0028,0301) says NO."""
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() != "NO":
+        return False
+    try:
+        items = ds.get("DeidentificationMethodCodeSequence") or ()
+        return any(str(item.get("CodeValue", "")) == CLEAN_PIXEL_DATA.value for item in items)
+    except Exception:  # an unreadable sequence: not ours
+        return False
+
+
 def _single_text(ds: Dataset, tag: int) -> str | None:
     """The one value of a text element as a string (raw bytes decoded as ASCII); None if several."""
     raw = ds.get_item(tag, keep_deferred=True)
@@ -388,14 +399,16 @@ class Deidentifier:
             )
         if suspect and policy == "reject":
             raise DeidRejected(suspect)
+        patient_id = str(ds.get("PatientID") or "")
+        already = self._keys.is_own_patient(patient_id.strip())
+        if suspect and already and _pixels_cleaned(ds):
+            suspect = None  # this secret's own output, whose pixels were cleaned: idempotence
         transfer_syntax = self._transfer_syntax(ds, meta)
 
         if "SOPClassUID" not in ds:
             ds.SOPClassUID = sop_class
         if "SOPInstanceUID" not in ds:
             ds.SOPInstanceUID = sop_instance
-        patient_id = str(ds.get("PatientID") or "")
-        already = self._keys.is_own_patient(patient_id.strip())
         shift = None
         if self.options.retain_dates_modified and not already:
             shift = self._keys.temporal_shift(patient_id)

@@ -45,6 +45,7 @@ class Code(NamedTuple):
 BASIC_PROFILE: Final = Code("113100", "DCM", "Basic Application Confidentiality Profile")
 CLEAN_PIXEL_DATA: Final = Code("113101", "DCM", "Clean Pixel Data Option")
 CLEAN_DESCRIPTORS: Final = Code("113105", "DCM", "Clean Descriptors Option")
+CLEAN_STRUCTURED_CONTENT: Final = Code("113104", "DCM", "Clean Structured Content Option")
 RETAIN_MODIFIED_DATES: Final = Code(
     "113107", "DCM", "Retain Longitudinal Temporal Information Modified Dates Option"
 )
@@ -60,6 +61,7 @@ _FLAGS: Final[dict[str, tuple[str, Code]]] = {
     "retain-device-identity": ("retain_device_identity", RETAIN_DEVICE_IDENTITY),
     "retain-institution-identity": ("retain_institution_identity", RETAIN_INSTITUTION_IDENTITY),
     "clean-descriptors": ("clean_descriptors", CLEAN_DESCRIPTORS),
+    "clean-structured-content": ("clean_structured_content", CLEAN_STRUCTURED_CONTENT),
     "retain-safe-private": ("retain_safe_private", RETAIN_SAFE_PRIVATE),
 }
 
@@ -77,7 +79,7 @@ OPTION_NAMES: Final[tuple[str, ...]] = (
 
 #: Profile name -> the options it switches on.
 PROFILES: Final[dict[str, tuple[str, ...]]] = {
-    "fedscan": ("retain-modified-dates", "retain-patient-characteristics"),
+    "fedscan": ("retain-modified-dates", "retain-patient-characteristics", "clean-structured-content"),
     "basic": (),
 }
 
@@ -119,6 +121,11 @@ class DeidOptions:
         Sex*, (0010,1020) *Patient's Size*, (0010,1030) *Patient's Weight* and the like are kept.
     retain_device_identity, retain_institution_identity : bool
         Retain Device Identity (E.3.3) and Retain Institution Identity (E.3.4).
+    clean_structured_content : bool
+        Clean Structured Content (E.3.7): the content items of SR, KOS and other structured documents
+        ((0040,A730) *Content Sequence*, (0040,0555) *Acquisition Context Sequence*) are kept and each
+        item de-identified by the same rules (text replaced, names removed, dates and times shifted,
+        UIDs remapped, codes scrubbed of known values) instead of being emptied.
     clean_descriptors : bool
         Clean Descriptors (E.3.5): descriptions and comments are cleaned (only words of a closed
         imaging vocabulary survive) instead of removed.
@@ -151,6 +158,7 @@ class DeidOptions:
     retain_device_identity: bool = False
     retain_institution_identity: bool = False
     clean_descriptors: bool = False
+    clean_structured_content: bool = True
     retain_safe_private: bool = False
     burned_in: str = "auto"
     mask_regions: tuple[tuple[int, int, int, int], ...] = ()
@@ -239,6 +247,7 @@ class DeidOptions:
             retain_device_identity=flags["retain_device_identity"],
             retain_institution_identity=flags["retain_institution_identity"],
             clean_descriptors=flags["clean_descriptors"],
+            clean_structured_content=flags["clean_structured_content"],
             retain_safe_private=flags["retain_safe_private"],
             burned_in=burned_in,
             mask_regions=tuple(regions),

@@ -82,7 +82,10 @@ def _integer(ds: Dataset, keyword: str, default: int | None) -> int | None:
 def declared_pixel_bytes(ds: Dataset) -> int | None:
     """Rows x Columns x Frames x Samples x Bits Allocated / 8, or ``None`` if a value is unreadable."""
     rows, cols = _integer(ds, "Rows", None), _integer(ds, "Columns", None)
-    frames, samples = _integer(ds, "NumberOfFrames", 1), _integer(ds, "SamplesPerPixel", 1)
+    # an unreadable (0028,0008) (IS '1A' is seen in the wild) counts as one frame: decoders that cannot
+    # read it either decode one frame or fail, never more
+    frames = _integer(ds, "NumberOfFrames", 1) or 1
+    samples = _integer(ds, "SamplesPerPixel", 1)
     bits = _integer(ds, "BitsAllocated", None)
     if rows is None or cols is None or frames is None or samples is None or bits is None:
         return None
@@ -168,7 +171,9 @@ def zero_unused_bits(ds: Dataset, *, little_endian: bool) -> bool:
     unused = samples.dtype.type(~mask & ((1 << (8 * dtype.itemsize)) - 1))
     if not np.bitwise_and(samples, unused).any():
         return False
-    cleared = np.bitwise_and(samples, samples.dtype.type(mask)).tobytes() + bytes(data[usable:])
+    # the result of an operation comes back in native byte order: write it in the file's
+    kept = np.bitwise_and(samples, samples.dtype.type(mask)).astype(samples.dtype, copy=False)
+    cleared = kept.tobytes() + bytes(data[usable:])
     vr = "OB" if dtype.itemsize == 1 else "OW"
     ds[_PIXEL_DATA] = DataElement(_PIXEL_DATA, vr, cleared)
     return True

@@ -6,8 +6,9 @@ of options, what fedscan *does* for each tag, so that the engine is a dictionary
 Resolution rules (documented in ``docs/deidentification.md``):
 
 1. **Options first.** Among the options switched on that name the attribute, ``K`` (keep) wins over
-   ``C`` (clean); otherwise the Basic Profile action applies. Retain UIDs, Retain Full Dates, Clean
-   Structured Content and Clean Graphics are not offered, so their columns are ignored.
+   ``C`` (clean); otherwise the Basic Profile action applies. Retain UIDs, Retain Full Dates and Clean
+   Graphics are not offered, so their columns are ignored. Clean Structured Content's ``C`` on a
+   sequence keeps it and cleans every item by the same table.
 2. **Combined codes** (``Z/D``, ``X/Z``, ``X/D``, ``X/Z/D``) depend on the Type of the attribute in
    each IOD, which a de-identifier of arbitrary files cannot know. fedscan takes the *last* letter:
    an empty (Z) or dummy (D) value conforms whatever the Type, and neither identifies anyone.
@@ -115,6 +116,7 @@ def _option_code(row: Row, options: DeidOptions) -> str:
         (options.retain_patient_characteristics, row.pat),
         (options.retain_dates_modified, row.mod),
         (options.clean_descriptors, row.desc),
+        (options.clean_structured_content, row.struct),
     )
     codes = {code for on, code in enabled if on and code}
     if "K" in codes:

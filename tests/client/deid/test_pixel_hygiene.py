@@ -165,6 +165,19 @@ def test_signed_data_keeps_its_values_when_the_sign_extension_is_cleared(secret:
     assert np.array_equal(out.pixel_array, values)
 
 
+def test_big_endian_pixel_data_stays_big_endian(secret: bytes) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(get_testdata_file("emri_small_big_endian.dcm"))  # 12 of 16 bits stored
+    values = ds.pixel_array.copy()
+    ds.PixelData = (values.astype(">u2") | np.uint16(0x8000)).astype(">u2").tobytes()  # junk in bit 15
+    outcome = Deidentifier(secret).deidentify(ds)
+    assert outcome.actions["PixelData"] == {"high-bits-zeroed": 1}
+    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(encode_dataset(ds)))
+    assert out.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert np.array_equal(out.pixel_array, values)
+
+
 def test_clean_pixel_data_is_not_touched(secret: bytes) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

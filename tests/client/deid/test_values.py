@@ -128,7 +128,7 @@ def test_profiles_and_option_names() -> None:
     assert opts.burned_in == "mask" and opts.mask_regions == ((0, 0, 100, 20),)
     assert "clean-descriptors" in opts.option_names
     codes = [c.value for c in opts.method_codes(pixels_cleaned=True)]
-    assert codes == ["113100", "113101", "113108", "113105"]
+    assert codes == ["113100", "113101", "113108", "113105", "113104"]
 
 
 @pytest.mark.parametrize(
