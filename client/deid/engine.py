@@ -401,7 +401,8 @@ class Deidentifier:
             raise DeidRejected(suspect)
         patient_id = str(ds.get("PatientID") or "")
         already = self._keys.is_own_patient(patient_id.strip())
-        if suspect and already and _pixels_cleaned(ds):
+        cleaned_before = already and _pixels_cleaned(ds)
+        if suspect and cleaned_before:
             suspect = None  # this secret's own output, whose pixels were cleaned: idempotence
         transfer_syntax = self._transfer_syntax(ds, meta)
 
@@ -421,7 +422,7 @@ class Deidentifier:
         # after the walk: only what the profile kept is scrubbed (and person-name shapes always are)
         known.scrub(ds, _vr_of, lambda tag: run.count(_label(tag), _SCRUB))
         self._complete(ds)
-        self._mark(ds, transfer_syntax, masked=suspect is not None)
+        self._mark(ds, transfer_syntax, masked=suspect is not None or cleaned_before)
         self._rebuild_meta(ds, meta, transfer_syntax, run)
         if suspect is not None:
             self._clean_pixels(ds, policy, run)

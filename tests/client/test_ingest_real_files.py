@@ -27,6 +27,7 @@ from client.discovery import non_image_reason
 from client.ingest import IngestReport, ingest_folder
 from client.pixels import PixelSettings, prepare_frames
 from client.site import SiteDir
+from client.label_objects import LABEL_OBJECT_CLASSES
 from client.site_init import init_site, load_deid_secret
 from client.site_keys import load_site_key
 from client.store import RecordEntry, iter_records
@@ -124,7 +125,9 @@ def strict(
     tmp_path_factory: pytest.TempPathFactory, export: tuple[Path, dict]
 ) -> tuple[SiteDir, IngestReport]:  # type: ignore[type-arg]
     root = tmp_path_factory.mktemp("sites")
-    return _ingest(root / "strict", export[0], ["retain-modified-dates", "retain-patient-characteristics"])
+    # burned-in=reject: this site is about rejections (OCR has its own tests in tests/client/deid)
+    options = ["retain-modified-dates", "retain-patient-characteristics", "burned-in=reject"]
+    return _ingest(root / "strict", export[0], options)
 
 
 @pytest.fixture(scope="module")
@@ -146,13 +149,17 @@ def test_every_file_is_a_record_or_rejected_with_a_reason(
     site, report = strict
     assert report.files_seen == len(headers)
     rejected = dict(report.rejected)
-    assert report.files_added + len(rejected) == report.files_seen
+    assert report.files_added + len(rejected) + report.label_objects_kept == report.files_seen
+    assert report.label_objects_kept >= 5  # pydicom's segmentations and structure set
     assert {r.partition(":")[0] for r in rejected.values()} <= ALLOWED
     records = _records_by_sop(site)
     secret = load_deid_secret(site)
     for name, ds in headers.items():
         if ds is None or "SOPInstanceUID" not in ds:
             assert name in rejected, f"{name} cannot be read by pydicom, yet was stored"
+            continue
+        if str(ds.get("SOPClassUID", "")) in LABEL_OBJECT_CLASSES:
+            assert name not in rejected, f"{name} holds labels, yet was rejected"
             continue
         if not _is_image(ds):
             assert name in rejected, f"{name} is not an image, yet was stored"
