@@ -25,9 +25,9 @@ from client.deid import pseudonymize_uid
 from client.deid.burned_in import burned_in_reason
 from client.discovery import non_image_reason
 from client.ingest import IngestReport, ingest_folder
+from client.label_objects import LABEL_OBJECT_CLASSES
 from client.pixels import PixelSettings, prepare_frames
 from client.site import SiteDir
-from client.label_objects import LABEL_OBJECT_CLASSES
 from client.site_init import init_site, load_deid_secret
 from client.site_keys import load_site_key
 from client.store import RecordEntry, iter_records
