@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 __all__ = ["TemporalShift", "shift_da", "shift_date_time", "shift_dt", "shift_tm"]
@@ -85,6 +86,20 @@ def _format_time(seconds: int, parts: int, fraction: str) -> str:
     return text + (fraction if parts == 3 else "")
 
 
+def _each_end(value: str, shift_one: Callable[[str], str | None]) -> str | None:
+    """Apply ``shift_one`` to a value, or to both ends of a ``start-end`` range (either may be empty)."""
+    text = value.strip()
+    if not text:
+        return ""
+    if "-" not in text:
+        return shift_one(text)
+    start, _, end = text.partition("-")
+    parts = [shift_one(p) if p else "" for p in (start.strip(), end.strip())]
+    if any(p is None for p in parts):
+        return None
+    return f"{parts[0]}-{parts[1]}"
+
+
 def _shift_da_one(text: str, shift: TemporalShift) -> str | None:
     day = _date(text)
     if day is None:
@@ -105,16 +120,7 @@ def shift_da(value: str, shift: TemporalShift) -> str | None:
     >>> shift_da("", TemporalShift(-5, 0))
     ''
     """
-    text = value.strip()
-    if not text:
-        return ""
-    if "-" in text:
-        start, _, end = text.partition("-")
-        parts = [_shift_da_one(p, shift) if p else "" for p in (start.strip(), end.strip())]
-        if any(p is None for p in parts):
-            return None
-        return f"{parts[0]}-{parts[1]}"
-    return _shift_da_one(text, shift)
+    return _each_end(value, lambda text: _shift_da_one(text, shift))
 
 
 def _shift_tm_one(text: str, shift: TemporalShift) -> str | None:
@@ -135,16 +141,7 @@ def shift_tm(value: str, shift: TemporalShift) -> str | None:
     >>> shift_tm("0930", TemporalShift(-3, 90))
     '0931'
     """
-    text = value.strip()
-    if not text:
-        return ""
-    if "-" in text:
-        start, _, end = text.partition("-")
-        parts = [_shift_tm_one(p, shift) if p else "" for p in (start.strip(), end.strip())]
-        if any(p is None for p in parts):
-            return None
-        return f"{parts[0]}-{parts[1]}"
-    return _shift_tm_one(text, shift)
+    return _each_end(value, lambda text: _shift_tm_one(text, shift))
 
 
 def shift_date_time(date: str, time: str, shift: TemporalShift) -> tuple[str, str] | None:

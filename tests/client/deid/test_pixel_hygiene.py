@@ -55,6 +55,37 @@ def _limit_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
+def _deidentify_limited(
+    source: Path, out: Path, secret: bytes, option: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m client.deid SOURCE OUT --option OPTION --json`` with 300 MB of address space."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
+        SECRET_ENV: secret.hex(),
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client.deid",
+            str(source),
+            str(out),
+            "--workers",
+            "1",
+            "--json",
+            "--option",
+            option,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[3],
+        preexec_fn=_limit_address_space,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize(
     ("rows", "cols", "option", "reason"),
     [
@@ -71,21 +102,7 @@ def test_a_decompression_bomb_is_rejected_before_decoding_in_300_mb(
     bomb = _rle_bomb(rows, cols)
     bomb.save_as(source / "bomb.dcm", enforce_file_format=True)
     assert (source / "bomb.dcm").stat().st_size < 1024
-    env = {
-        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
-        SECRET_ENV: secret.hex(),
-        "OPENBLAS_NUM_THREADS": "1",
-    }
-    command = [sys.executable, "-m", "client.deid", str(source), str(tmp_path / "out")]
-    result = subprocess.run(
-        [*command, "--workers", "1", "--json", "--option", option],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[3],
-        preexec_fn=_limit_address_space,
-        timeout=120,
-    )
+    result = _deidentify_limited(source, tmp_path / "out", secret, option)
     assert "MemoryError" not in result.stderr
     assert result.returncode == 0, result.stderr[-2000:]
     [rejection] = json.loads(result.stdout)["rejections"]
@@ -98,17 +115,7 @@ def test_the_honest_path_under_the_same_limit_still_writes(tmp_path: Path, secre
     honest = _rle_bomb(256, 256)
     honest.compress(RLELossless, np.zeros((256, 256), dtype=np.uint16), generate_instance_uid=False)
     honest.save_as(source / "small.dcm", enforce_file_format=True)  # blank: compresses 128 KB to 2 KB
-    env = {"PATH": os.environ.get("PATH", ""), SECRET_ENV: secret.hex(), "OPENBLAS_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "client.deid", str(source), str(tmp_path / "out"), "--json", "--option",
-         "mask-region=0,0,8,8"],  # fmt: skip
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[3],
-        preexec_fn=_limit_address_space,
-        timeout=120,
-    )
+    result = _deidentify_limited(source, tmp_path / "out", secret, "mask-region=0,0,8,8")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["files_written"] == 1
 
