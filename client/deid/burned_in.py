@@ -168,13 +168,18 @@ def _look(detector: TextDetector, frame: np.ndarray, ds: Dataset, window: tuple[
     rows, cols = frame.shape[0], frame.shape[1]
     image = display_frame(frame, ds, window)
     found = detector.detect(image)
+    import cv2
+
     colour = image.max(axis=2).astype(np.int16) - image.min(axis=2)
     if np.count_nonzero(colour > 48) > 16:
         # coloured text over grey speckle or anatomy: the colour alone shows it without the clutter
-        import cv2
-
         chroma = np.clip(colour * 2, 0, 255).astype(np.uint8)
         found = found + detector.detect(np.asarray(cv2.cvtColor(chroma, cv2.COLOR_GRAY2BGR)))
+    # faint text over a bright or textured background: its thin strokes stand out from a median-
+    # filtered copy of the frame, whatever the grey level around them
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    strokes = np.clip(cv2.absdiff(grey, cv2.medianBlur(grey, 7)).astype(np.float32) * 3, 0, 255)
+    found = found + detector.detect(np.asarray(cv2.cvtColor(strokes.astype(np.uint8), cv2.COLOR_GRAY2BGR)))
     return [_grown(b, rows, cols) for b in found if _line_shaped(b, rows)]
 
 
@@ -189,11 +194,11 @@ def _line_shaped(box: Box, rows: int) -> bool:
 
 
 def _grown(box: Box, rows: int, cols: int) -> Box:
-    """``box`` with the margin: :data:`OCR_MARGIN` of its height above and below, a whole height at the
+    """``box`` with the margin: :data:`OCR_MARGIN` of its height above and below, two heights at the
     ends (a line the detector found only in part continues along the line)."""
     x0, y0, x1, y1 = box
     pad = max(2, round(OCR_MARGIN * (y1 - y0)))
-    along = max(pad, y1 - y0)
+    along = max(pad, 2 * (y1 - y0))
     return max(x0 - along, 0), max(y0 - pad, 0), min(x1 + along, cols), min(y1 + pad, rows)
 
 
