@@ -182,7 +182,7 @@ def test_outputs_parse_keep_pixels_and_carry_valid_keyed_uids(
             if meta_elem.VR == "UI":
                 assert UID_FORMAT.fullmatch(str(meta_elem.value))
     assert checked == report.files_written
-    assert checked >= 150 and images >= 100
+    assert checked >= 150 and images >= 80
 
 
 def test_references_between_objects_still_resolve(planted_dir: Path, default_run: tuple[Path, Any]) -> None:
