@@ -163,7 +163,8 @@ def test_multiframe_files_follow_the_sites_frame_rule(tmp_path: Path) -> None:
 def test_rgb_ultrasound_is_rejected_for_burned_in_text_unless_the_site_masks(tmp_path: Path) -> None:
     profile = ScannerProfile.for_modality("US")
     cohort = _cohort(tmp_path / "export", profile, slices=6)
-    strict = _site(tmp_path / "strict")
+    options = ["retain-modified-dates", "retain-patient-characteristics", "burned-in=reject"]
+    strict = _site(tmp_path / "strict", options=options)
     report = ingest_folder(strict, cohort.dicom_dir, cohort.labels_csv)
     assert report.records_added == 0 and len(report.rejected) == cohort.n_files
     assert all(reason.startswith("burned-in text") for _, reason in report.rejected)
