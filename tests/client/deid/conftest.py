@@ -33,7 +33,7 @@ PHI_NAME = "Smithwick^Johnathan"
 PHI_FOLDER = "SMITHWICK_JOHNATHAN_MRN99812345"
 #: Cine loops larger than this (frames x rows x columns) are left out of the CI folder: OCR on every
 #: frame of a 120-frame loop takes minutes here (benchmarks/bench_ocr.py measures speed).
-MAX_SUSPECT_PIXELS = 8_000_000
+MAX_SUSPECT_PIXELS = 2_000_000
 PHI_STRINGS = (
     "20230105",
     "2023-01-05",
