@@ -96,14 +96,18 @@ def site_enrol(
 @site_app.command("deidentify")
 def site_deidentify(
     in_dir: Path = typer.Argument(..., help="Folder of DICOM files (searched recursively)."),
-    out_dir: Path = typer.Argument(..., help="Where the de-identified files go (mirrors the input tree)."),
+    out_dir: Path = typer.Argument(..., help="Output folder: STUDY/SERIES/SOP.dcm, with the new UIDs."),
     site_dir: Path | None = typer.Option(
         None, "--site-dir", help="Site whose secret keys the pseudonyms (else FEDSCAN_DEID_SECRET, hex)."
     ),
     profile: str = typer.Option(
-        "fedscan", "--profile", help="fedscan (basic + modified dates + patient characteristics) or basic."
+        "fedscan",
+        "--profile",
+        help="fedscan (basic + modified dates + patient characteristics + structured content) or basic.",
     ),
-    option: list[str] = typer.Option([], "--option", help="Extra PS3.15 option, e.g. clean-descriptors."),
+    option: list[str] = typer.Option(
+        [], "--option", help="Extra PS3.15 option, e.g. clean-descriptors, burned-in=reject|ocr-mask|mask."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any file was rejected."),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Worker processes (default: all cores)."

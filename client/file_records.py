@@ -12,7 +12,8 @@ The steps, cheapest first, so that a file that will not become a record costs as
    (the pixel data) in the file: a rejected, duplicate, already stored or unlabelled file is never read
    past its header. Not DICOM, truncated, corrupt, unreadable: rejected with the reason.
 2. **kind** - by name (``DICOMDIR``) and (0008,0016) *SOP Class UID* (:mod:`client.discovery`); no
-   (7FE0,0010) *Pixel Data*: rejected.
+   (7FE0,0010) *Pixel Data*: rejected. Segmentations and RT structure sets are not trained on but kept:
+   de-identified and returned as DICOM bytes for the store to seal (:mod:`client.label_objects`).
 3. **label** - joined on the *original* path, (0008,0018) *SOP Instance UID*, (0020,000E) *Series
    Instance UID* or (0020,000D) *Study Instance UID* (:mod:`client.labels`), before step 5 replaces them.
 4. **index** - the file's keyed SOP Instance UID (the one de-identification will write) is looked up in
@@ -36,9 +37,11 @@ from typing import Any, Final
 from pydicom.dataset import Dataset
 
 from client.deid import Deidentifier, DeidOptions, DeidRejected
+from client.deid.encode import encode_dataset
 from client.deid.folder import read_dataset
 from client.deid.pseudonyms import KeyedPseudonyms
 from client.discovery import DICOMDIR_SOP_CLASS, non_image_reason
+from client.label_objects import LABEL_OBJECT_CLASSES
 from client.labels import LabelTable
 from client.pixels import PixelSettings, prepare_frames
 from client.store import Record
@@ -62,7 +65,8 @@ class FileOutcome:
     path : str
         The file, relative to the input folder.
     status : str
-        ``"added"`` (``records`` holds its records), ``"rejected"`` (``reason`` says why),
+        ``"added"`` (``records`` holds its records), ``"label-object"`` (``label_object`` holds the
+        de-identified SEG or RTSTRUCT file to keep), ``"rejected"`` (``reason`` says why),
         ``"unlabelled"`` (no label and unlabelled files are not kept), ``"stored"`` (an earlier run
         stored it) or ``"duplicate"`` (another file is the same instance).
     reason : str or None
@@ -86,6 +90,8 @@ class FileOutcome:
         Size of the file.
     seconds : mapping of str to float
         Time spent per stage of :data:`STAGES`.
+    label_object : bytes or None
+        The de-identified DICOM file of a kept label object.
     """
 
     path: str
@@ -101,6 +107,7 @@ class FileOutcome:
     modality: str = ""
     bytes_read: int = 0
     seconds: Mapping[str, float] = field(default_factory=dict)
+    label_object: bytes | None = None
 
 
 def _text(value: Any, limit: int = 64) -> str:
@@ -171,6 +178,8 @@ class RecordMaker:
         Keyed SOP Instance UIDs already in the store.
     keep_unlabelled : bool
         Make records (label -1) of files without a label.
+    kept_objects : frozenset of str
+        Keyed SOP Instance UIDs of the label objects already kept in the store.
     """
 
     def __init__(
@@ -183,8 +192,10 @@ class RecordMaker:
         stored: frozenset[str],
         *,
         keep_unlabelled: bool = False,
+        kept_objects: frozenset[str] = frozenset(),
     ) -> None:
         self.input_dir = Path(input_dir)
+        self.kept_objects = kept_objects
         self.pixels = pixels
         self.labels = labels
         self.stored = stored
@@ -232,6 +243,8 @@ class RecordMaker:
         if sop_class.strip() == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
             seconds["read"] = time.perf_counter() - t0
             return finish("rejected", "DICOMDIR: a media directory index, not an image")
+        if sop_class.strip() in LABEL_OBJECT_CLASSES:
+            return self._label_object(ds, relative, finish, seconds, t0)
         reason = non_image_reason(sop_class)
         if reason is None and not any(tag in ds for tag in _PIXEL_TAGS):
             reason = "no pixel data: (7FE0,0010) Pixel Data is absent, the file is not an image"
@@ -304,3 +317,29 @@ class RecordMaker:
             for index, frame in enumerate(frames)
         )
         return finish("added", records=records, sop=outcome.sop_instance_uid)
+
+    def _label_object(
+        self, ds: Dataset, relative: str, finish: Any, seconds: dict[str, float], t0: float
+    ) -> FileOutcome:
+        """De-identify a SEG or RTSTRUCT to keep (sealed by the parent); no records, no label needed."""
+        meta = getattr(ds, "file_meta", None) or Dataset()
+        original = str(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID") or "").strip()
+        sop = self._keys.uid(original) if original else ""
+        if sop and sop in self.kept_objects:
+            seconds["read"] = time.perf_counter() - t0
+            return finish("stored", sop=sop)
+        for tag in _PIXEL_TAGS:  # read a deferred value (a SEG's frames) now
+            if tag in ds:
+                ds[tag]
+        t1 = time.perf_counter()
+        seconds["read"] = t1 - t0
+        try:
+            outcome = self._deidentifier.deidentify(ds)
+            data = encode_dataset(ds)
+        except FedscanError as error:
+            return finish("rejected", str(error))
+        finally:
+            seconds["deidentify"] = time.perf_counter() - t1
+        return finish(
+            "label-object", sop=outcome.sop_instance_uid, deidentified=True, claimed=True, label_object=data
+        )

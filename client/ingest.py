@@ -4,8 +4,10 @@ The run, end to end (``docs/ingest.md`` says the same for operators):
 
 1. **discover** every regular file under the input folder (:mod:`client.discovery`);
 2. in worker processes (:mod:`client.worker_pool`), for each file (:mod:`client.file_records`): read the
-   header, reject what is not an image, join the label on the original identifiers, skip what the store
-   already holds, de-identify in memory, turn the pixels into model input;
+   header, set aside segmentations and RT structure sets (de-identified, then sealed into the store by
+   this process for later segmentation work, :mod:`client.label_objects`), reject what is not an image,
+   join the label on the original identifiers, skip what the store already holds, de-identify in memory,
+   turn the pixels into model input;
 3. in this process: count every outcome, drop a second copy of an instance that another worker did
    first, and hand records to :class:`client.store.StoreWriter`, which streams them into sealed shards
    and **commits** the manifest every few seconds and at the end;
@@ -32,6 +34,7 @@ from client.deid import DeidOptions
 from client.discovery import discover_files
 from client.file_records import STAGES, FileOutcome, RecordMaker
 from client.ingest_report import IngestReport, save_report
+from client.label_objects import kept_label_objects, seal_label_object
 from client.labels import LabelTable, read_labels
 from client.pixels import PixelSettings
 from client.site import SiteDir
@@ -77,8 +80,18 @@ def _make_maker(
     labels: LabelTable | None,
     stored: frozenset[str],
     keep_unlabelled: bool,
+    kept_objects: frozenset[str] = frozenset(),
 ) -> RecordMaker:
-    return RecordMaker(input_dir, secret, options, pixels, labels, stored, keep_unlabelled=keep_unlabelled)
+    return RecordMaker(
+        input_dir,
+        secret,
+        options,
+        pixels,
+        labels,
+        stored,
+        keep_unlabelled=keep_unlabelled,
+        kept_objects=kept_objects,
+    )
 
 
 def _crashed(path: str) -> FileOutcome:
@@ -118,7 +131,10 @@ class _Tally:
                     status,
                     f"duplicate: the same (0008,0018) SOP Instance UID as {first}, counted once",
                 )
-        if status == "added":
+        if status == "label-object" and outcome.label_object is not None:
+            seal_label_object(self.writer.store_dir, self.writer.key, outcome.sop, outcome.label_object)
+            report.label_objects_kept += 1
+        elif status == "added":
             self.writer.add_all(outcome.records)  # a file's records join the store together
             report.files_added += 1
             for record in outcome.records:
@@ -215,7 +231,15 @@ def ingest_folder(
         writer = StoreWriter(site.store_dir, key, image_size=settings.size, split_seed=config.split_seed)
         writer.remove_stale_temporaries()
         make = partial(
-            _make_maker, input_dir, secret, options, settings, labels, writer.known_sops(), keep_unlabelled
+            _make_maker,
+            input_dir,
+            secret,
+            options,
+            settings,
+            labels,
+            writer.known_sops(),
+            keep_unlabelled,
+            kept_label_objects(site.store_dir),
         )
         tally = _Tally(report, writer, labels)
         last_commit = time.monotonic()

@@ -59,6 +59,8 @@ class IngestReport:
         Files that became records in this run, and their records (one per kept frame).
     already_stored : int
         Files whose instance an earlier run stored (skipped after reading the header).
+    label_objects_kept : int
+        Segmentations and RT structure sets de-identified and sealed (:mod:`client.label_objects`).
     rejected : list of (path, reason)
         Every file that did not become a record for a reason (duplicates included), sorted by path.
     unlabelled : list of str
@@ -79,6 +81,7 @@ class IngestReport:
     files_added: int = 0
     records_added: int = 0
     already_stored: int = 0
+    label_objects_kept: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
     conflicting: list[str] = field(default_factory=list)
@@ -118,6 +121,7 @@ class IngestReport:
             "files_added": self.files_added,
             "records_added": self.records_added,
             "already_stored": self.already_stored,
+            "label_objects_kept": self.label_objects_kept,
             "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "unlabelled": list(self.unlabelled),
@@ -159,6 +163,7 @@ class IngestReport:
             "files_added",
             "records_added",
             "already_stored",
+            "label_objects_kept",
             "unlabelled",
             "conflicting",
             "labels_without_file",

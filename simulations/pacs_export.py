@@ -7,10 +7,12 @@ and saves a valid Part 10 file (preamble, File Meta Information).
 PHI is planted where real exports carry it (see ``simulations.cohort`` for the list): the Patient and
 General Study modules, equipment and institution tags, free text ((0008,1030) *Study Description*,
 (0020,4000) *Image Comments*, (0010,21B0) *Additional Patient History*), nested sequences ((0010,1002)
-*Other Patient IDs Sequence*, (0040,0275) *Request Attributes Sequence* with an Issuer of Accession Number
-sub-sequence), and a private block (creator = the profile's ``private_creator``, group 0009) whose
-elements 0x01-0x04 hold the name, MRN, birth date and a free-text comment with both; 0x10-0x11 hold
-non-identifying acquisition values (a "safe private" candidate).
+*Other Patient IDs Sequence*, (0040,0275) *Request Attributes Sequence* with an Issuer of Accession
+Number sub-sequence, (0008,1032) *Procedure Code Sequence* whose Code Meaning names the patient: kept by
+the Basic Profile, so only the known-value scrub removes it), and a private block (creator = the
+profile's ``private_creator``, group 0009) whose elements 0x01-0x04 hold the name, MRN, birth date and a
+free-text comment with both; 0x10-0x11 hold non-identifying acquisition values (a "safe private"
+candidate).
 """
 
 from __future__ import annotations
@@ -169,6 +171,13 @@ def _identity(ds: Dataset, plan: SeriesPlan) -> None:
     request.ScheduledProcedureStepID = s.scheduled_step_id
     request.ScheduledProcedureStepDescription = f"{_PROCEDURE[prof.modality]} for {p.listed_name}"
     ds.RequestAttributesSequence = Sequence([request])
+    # A coded procedure whose meaning a technologist typed with the patient's name: an attribute the
+    # Basic Profile keeps, cleaned only by scrubbing the data set's own identifying values.
+    procedure = Dataset()
+    procedure.CodeValue = {"CT": "CTABD", "MR": "MRABD", "US": "USABD"}.get(prof.modality, "XRABD")
+    procedure.CodingSchemeDesignator = inst.issuer
+    procedure.CodeMeaning = f"{_PROCEDURE[prof.modality]} {p.listed_name} {p.patient_id}"
+    ds.ProcedureCodeSequence = Sequence([procedure])
 
     ds.StudyInstanceUID = plan.study_uid
     ds.SeriesInstanceUID = plan.series_uid

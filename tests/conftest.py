@@ -162,6 +162,8 @@ def netns() -> Iterator[NetNamespace]:
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
         subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=30)
+
+
 @pytest.fixture(scope="session")
 def reference_epsilon() -> Callable[[list[tuple[float, float, int]], float], float]:
     """Epsilon from Google's ``dp-accounting`` RDP accountant (its own orders and conversion): the
@@ -183,3 +185,23 @@ def reference_epsilon() -> Callable[[list[tuple[float, float, int]], float], flo
         return float(accountant.get_epsilon(delta))
 
     return epsilon
+
+
+@pytest.fixture(scope="session")
+def optional_import() -> Callable[[str, str], object]:
+    """Import an optional component, or skip - except under CI (``CI=true``), where missing it fails.
+
+    CI installs every extra (``.ci/run``); a skip there would hide a broken install.
+    """
+    import importlib
+
+    def load(module: str, extra: str) -> object:
+        try:
+            return importlib.import_module(module)
+        except ImportError as error:
+            message = f"{module} is missing: install fedscan[{extra}] ({error})"
+            if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+                pytest.fail(f"under CI every optional component must be installed; {message}")
+            pytest.skip(message)
+
+    return load

@@ -9,7 +9,8 @@ The secret comes from the site directory (``SITE_DIR/keys/deid.key``, a key file
 ``common.crypto.load_key_file``) or, without a site directory, from the environment variable
 ``FEDSCAN_DEID_SECRET`` (the secret in hex; for tests and one-off runs).
 
-The report (JSON, no PHI) is written to ``SITE_DIR/reports/deid-<UTC time>.json`` with a site
+The console shows the paths of rejected files (with the keyed name the report uses for each); the
+report (JSON, no PHI, no input path) is written to ``SITE_DIR/reports/deid-<UTC time>.json`` with a site
 directory, else next to the output folder as ``<OUT_DIR>.deid-report.json`` (not inside it, so that
 the output folder holds only DICOM files).
 """
@@ -106,7 +107,11 @@ def _print_summary(report: DeidReport, written_to: Path) -> None:
             reasons.add_row(category, str(count))
         console.print(reasons)
         for rejection in report.rejections[:10]:
-            console.print(f"  {rejection.path}: {rejection.reason}", markup=False, highlight=False)
+            console.print(
+                f"  {rejection.path} [{rejection.file_key}]: {rejection.reason}",
+                markup=False,
+                highlight=False,
+            )
         if report.files_rejected > 10:
             console.print(f"  ... and {report.files_rejected - 10} more (see the report)")
     console.print(f"Report: {written_to}", markup=False, highlight=False)

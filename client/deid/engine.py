@@ -8,8 +8,7 @@ implementer):
 
 ====================  ==================================================================
 PN                    emptied (a person's name, whatever the attribute)
-DA, DT                shifted by the patient's keyed days (Modified Dates) or removed
-TM                    kept (Modified Dates: a whole-day shift keeps the time) or removed
+DA, DT, TM            shifted by the patient's keyed offset (Modified Dates) or removed
 UI                    replaced by a keyed UID unless it is a DICOM-defined UID (a SOP Class,
                       a Transfer Syntax, a coding scheme: root ``1.2.840.10008.``)
 SQ                    kept, each item de-identified by the same rules
@@ -21,29 +20,31 @@ odd groups (private)  removed, unless Retain Safe Private allows (creator, group
 everything else       kept (the Basic Profile keeps attributes it does not list)
 ====================  ==================================================================
 
-Then it fills the Type 2 attributes of the Patient and General Study modules that are missing,
-marks the data set ((0012,0062) *Patient Identity Removed* = ``YES``, (0012,0063)
-*De-identification Method*, (0012,0064) *De-identification Method Code Sequence* with the CID 7050
-codes applied, (0028,0303) *Longitudinal Temporal Information Modified*), and rebuilds the file meta
-information (PS3.10 7.1) so that (0002,0003) *Media Storage SOP Instance UID* equals the new
+Then the data set's own identifying values, collected before the walk, are removed from the text it kept
+(:mod:`client.deid.known_values`). Then it fills the Type 2 attributes of the Patient and General Study
+modules that are missing, marks the data set ((0012,0062) *Patient Identity Removed* = ``YES``,
+(0012,0063) *De-identification Method*, (0012,0064) *De-identification Method Code Sequence* with the
+CID 7050 codes applied, (0028,0303) *Longitudinal Temporal Information Modified*), and rebuilds the file
+meta information (PS3.10 7.1) so that (0002,0003) *Media Storage SOP Instance UID* equals the new
 (0008,0018) *SOP Instance UID*.
 
 Idempotence (a documented rule, tested): UIDs and the Patient ID are self-authenticating keyed
 pseudonyms that map to themselves (:mod:`client.deid.pseudonyms`), and a data set whose
 (0010,0020) *Patient ID* is already one of this secret's pseudonyms has already had its dates shifted,
-so they are not shifted again. Every other action maps its own output to itself. De-identifying an
-output again with the same secret and options therefore changes nothing.
+so they are not shifted again (dates and times alike). Every other action maps its own output to
+itself. De-identifying an output again with the same secret and options therefore changes nothing.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -52,10 +53,13 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from client.deid.burned_in import burned_in_reason, mask_pixels, visual_features_reason
-from client.deid.dates import shift_da, shift_dt
+from client.deid.burned_in import burned_in_reason, mask_pixels, ocr_mask_pixels, visual_features_reason
+from client.deid.dates import TemporalShift, shift_da, shift_date_time, shift_dt, shift_tm
 from client.deid.descriptors import clean_text
-from client.deid.options import DeidOptions
+from client.deid.known_values import collect_known_values
+from client.deid.objects import uncleanable_reason
+from client.deid.options import CLEAN_PIXEL_DATA, DeidOptions
+from client.deid.pixel_hygiene import pixel_size_reason, zero_unused_bits
 from client.deid.profile import (
     CLEAN,
     DUMMY,
@@ -71,7 +75,10 @@ from client.deid.profile import (
 from client.deid.pseudonyms import KeyedPseudonyms
 from client.deid.table import TABLE_EDITION
 from client.deid.values import dummy_value, empty_value
-from common.errors import InputError
+
+if TYPE_CHECKING:
+    from client.deid.ocr import TextDetector
+from common.errors import FedscanError, InputError
 
 __all__ = [
     "ACTION_NAMES",
@@ -100,7 +107,10 @@ ACTION_NAMES: Final[dict[str, str]] = {
     REPLACE_UID: "uid-replaced",
     SHIFT: "date-shifted",
     PSEUDONYM: "pseudonymized",
+    "S": "scrubbed",
+    "B": "high-bits-zeroed",
 }
+_SCRUB: Final = "S"  # a known value (or a person-name shape) removed from kept text
 
 _UID_NET: Final = "u"  # replace a UI value unless it is DICOM-defined
 _DICOM_ROOT: Final = "1.2.840.10008."
@@ -124,6 +134,24 @@ _TYPE2_EMPTY: Final = {
     0x00200010: "SH",  # Study ID
 }
 _VR_CACHE: dict[int, str] = {}
+
+
+def _date_time_pairs() -> dict[int, int]:
+    """DA tag -> the TM tag of the same name ((0008,0020) *Study Date* -> (0008,0030) *Study Time*)."""
+    by_keyword = {entry[4]: tag for tag, entry in DicomDictionary.items() if entry[4]}
+    pairs = {}
+    for tag, entry in DicomDictionary.items():
+        vr, keyword = entry[0], entry[4]
+        if vr == "DA" and keyword.endswith("Date"):
+            partner = by_keyword.get(keyword[:-4] + "Time")
+            if partner is not None and DicomDictionary[partner][0] == "TM":
+                pairs[tag] = partner
+    return pairs
+
+
+#: Each date attribute and the time attribute that completes it into one instant (PS3.15 E.3.6):
+#: they are shifted together so that the date rolls over when the time crosses midnight.
+DATE_TIME_PAIRS: Final[Mapping[int, int]] = _date_time_pairs()
 
 
 class DeidRejected(InputError):
@@ -172,7 +200,7 @@ class _Run:
 
     __slots__ = ("counts", "shift")
 
-    def __init__(self, shift: int | None) -> None:
+    def __init__(self, shift: TemporalShift | None) -> None:
         self.shift = shift
         self.counts: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
 
@@ -234,6 +262,32 @@ def _map_raw_ascii(ds: Dataset, tag: int, fn: Callable[[str], str | None], pad: 
     return True
 
 
+def _pixels_cleaned(ds: Dataset) -> bool:
+    """Whether (0012,0064) records the Clean Pixel Data Option (113101) and (0028,0301) says NO."""
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() != "NO":
+        return False
+    try:
+        items = ds.get("DeidentificationMethodCodeSequence") or ()
+        return any(str(item.get("CodeValue", "")) == CLEAN_PIXEL_DATA.value for item in items)
+    except Exception:  # an unreadable sequence: not ours
+        return False
+
+
+def _single_text(ds: Dataset, tag: int) -> str | None:
+    """The one value of a text element as a string (raw bytes decoded as ASCII); None if several."""
+    raw = ds.get_item(tag, keep_deferred=True)
+    if isinstance(raw, RawDataElement):
+        if not isinstance(raw.value, bytes):
+            return None
+        text = raw.value.decode("ascii", "replace").strip("\x00 ")
+    else:
+        value = raw.value
+        if isinstance(value, MultiValue | list | tuple):
+            return None
+        text = str(value or "").strip()
+    return None if "\\" in text else text
+
+
 def _is_empty(value: Any) -> bool:
     if isinstance(value, MultiValue | list | tuple):
         return all(not v for v in value)
@@ -282,6 +336,9 @@ class Deidentifier:
         The site's de-identification secret (keys the UID map, pseudonyms and date shifts).
     options : DeidOptions
         Profile options and policies; the default is fedscan's profile.
+    detector : TextDetector, optional
+        The text detector of the ``ocr-mask`` policy; default: RapidOCR's (:mod:`client.deid.ocr`),
+        loaded once per process on first use.
 
     Examples
     --------
@@ -290,8 +347,12 @@ class Deidentifier:
     >>> ds.save_as(path, enforce_file_format=True)          # doctest: +SKIP
     """
 
-    def __init__(self, secret: bytes, options: DeidOptions = DeidOptions()) -> None:
+    def __init__(
+        self, secret: bytes, options: DeidOptions = DeidOptions(), *, detector: TextDetector | None = None
+    ) -> None:
         self.options = options
+        self.burned_in_policy = options.burned_in_policy
+        self._detector = detector
         self._keys = KeyedPseudonyms(secret)
         self._rules = compile_rules(options)
         self._safe_private = frozenset(options.safe_private) if options.retain_safe_private else frozenset()
@@ -319,37 +380,54 @@ class Deidentifier:
             raise DeidRejected("invalid: no (0008,0016) SOP Class UID or (0008,0018) SOP Instance UID")
         if self.options.require_pixel_data and not any(t in ds for t in _PIXEL_TAGS):
             raise DeidRejected("no pixel data: (7FE0,0010) Pixel Data is absent, the file is not an image")
+        reason = uncleanable_reason(ds, sop_class)
+        if reason:
+            raise DeidRejected(reason)
+        filename = getattr(ds, "filename", None)
+        size = os.path.getsize(filename) if isinstance(filename, str) and os.path.isfile(filename) else None
+        reason = pixel_size_reason(ds, self.options.pixel_limits, file_size=size)
+        if reason:  # before anything decodes the pixels
+            raise DeidRejected(reason)
         reason = visual_features_reason(ds)
         if reason:
             raise DeidRejected(reason)
-        suspect = burned_in_reason(ds)
-        if suspect and self.options.burned_in == "reject":
+        policy = self.burned_in_policy
+        suspect = None
+        if any(t in ds for t in _PIXEL_TAGS):
+            suspect = burned_in_reason(
+                ds, trust_annotation_no=policy != "ocr-mask", modalities=self.options.burned_in_modalities
+            )
+        if suspect and policy == "reject":
             raise DeidRejected(suspect)
+        patient_id = str(ds.get("PatientID") or "")
+        already = self._keys.is_own_patient(patient_id.strip())
+        cleaned_before = already and _pixels_cleaned(ds)
+        if suspect and cleaned_before:
+            suspect = None  # this secret's own output, whose pixels were cleaned: idempotence
         transfer_syntax = self._transfer_syntax(ds, meta)
 
         if "SOPClassUID" not in ds:
             ds.SOPClassUID = sop_class
         if "SOPInstanceUID" not in ds:
             ds.SOPInstanceUID = sop_instance
-        patient_id = str(ds.get("PatientID") or "")
-        already = self._keys.is_own_patient(patient_id.strip())
         shift = None
         if self.options.retain_dates_modified and not already:
-            shift = self._keys.date_shift_days(patient_id)
+            shift = self._keys.temporal_shift(patient_id)
         run = _Run(shift)
+        known = collect_known_values(
+            ds, _vr_of, temporal=not already, institution=not self.options.retain_institution_identity
+        )
 
         self._walk(ds, run)
+        # after the walk: only what the profile kept is scrubbed (and person-name shapes always are)
+        known.scrub(ds, _vr_of, lambda tag: run.count(_label(tag), _SCRUB))
         self._complete(ds)
-        self._mark(ds, transfer_syntax, masked=suspect is not None)
+        self._mark(ds, transfer_syntax, masked=suspect is not None or cleaned_before)
         self._rebuild_meta(ds, meta, transfer_syntax, run)
         if suspect is not None:
-            try:
-                mask_pixels(ds, self.options.mask_regions)
-            except Exception as exc:  # any decoder failure: the file cannot be made safe
-                raise DeidRejected(
-                    f"burned-in text: the pixels could not be decoded for masking ({type(exc).__name__})"
-                ) from None
-            run.count("PixelData", CLEAN)
+            self._clean_pixels(ds, policy, run)
+        if zero_unused_bits(ds, little_endian=UID(ds.file_meta.TransferSyntaxUID).is_little_endian):
+            run.count("PixelData", "B")
         ds.preamble = b"\x00" * 128  # the preamble is free for applications and may hold anything
         return DeidOutcome(
             sop_instance_uid=str(ds.SOPInstanceUID),
@@ -357,14 +435,44 @@ class Deidentifier:
             series_instance_uid=str(ds.SeriesInstanceUID),
             patient_id=str(ds.PatientID),
             actions={label: dict(actions) for label, actions in run.counts.items()},
-            pixels_masked=suspect is not None,
+            pixels_masked="cleaned" in run.counts.get("PixelData", {}),
             dates_shifted=shift is not None,
         )
+
+    def _clean_pixels(self, ds: Dataset, policy: str, run: _Run) -> None:
+        """Blank burned-in text by the policy (``mask`` or ``ocr-mask``); mark the pixels as clean."""
+        try:
+            if policy == "mask":
+                mask_pixels(ds, self.options.mask_regions)
+                run.count("PixelData", CLEAN)
+            else:
+                if self._detector is None:
+                    from client.deid.ocr import load_detector
+
+                    self._detector = load_detector()
+                boxes, remains = ocr_mask_pixels(ds, self._detector)
+                if remains:
+                    raise DeidRejected(
+                        "burned-in text: text is still detected after masking every text box found "
+                        "three times"
+                    )
+                if boxes:
+                    run.count("PixelData", CLEAN, boxes)
+        except DeidRejected:
+            raise
+        except FedscanError:
+            raise
+        except Exception as exc:  # any decoder failure: the file cannot be made safe
+            raise DeidRejected(
+                f"burned-in text: the pixels could not be decoded for masking ({type(exc).__name__})"
+            ) from None
+        ds.BurnedInAnnotation = "NO"  # PS3.15 E.3.1: the text is gone (masked, or none was found)
 
     # ---- the walk ---------------------------------------------------------------------------
     def _walk(self, ds: Dataset, run: _Run) -> None:
         rules = self._rules
         private: list[int] = []
+        done = self._shift_pairs(ds, run) if run.shift is not None else ()
         # items() gives the elements as stored (raw ones unconverted), one lookup for the whole walk;
         # each step below replaces or removes only its own element, so the snapshot stays current.
         for tag, elem in list(ds.items()):
@@ -379,6 +487,8 @@ class Deidentifier:
             if 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
                 del ds[tag]
                 run.count("CurveData (50xx)" if group < 0x6000 else "Overlay (60xx)", REMOVE)
+                continue
+            if tag in done:
                 continue
             vr = _vr_of(elem, tag)
             rule = rules.get(tag)
@@ -409,7 +519,7 @@ class Deidentifier:
         if vr in ("DA", "DT"):
             return SHIFT if self.options.retain_dates_modified else REMOVE
         if vr == "TM":
-            return KEEP if self.options.retain_dates_modified else REMOVE
+            return SHIFT if self.options.retain_dates_modified else REMOVE
         if vr == "UI":
             return _UID_NET
         if vr == "UN":
@@ -453,13 +563,15 @@ class Deidentifier:
         elif action == SHIFT:
             if run.shift is None:
                 return
-            days = run.shift
+            offset = run.shift
             if vr == "DA":
-                shift: Callable[[str], str | None] = lambda v: shift_da(v, days)  # noqa: E731
+                shift: Callable[[str], str | None] = lambda v: shift_da(v, offset)  # noqa: E731
             elif vr == "DT":
-                shift = lambda v: shift_dt(v, days)  # noqa: E731
-            else:  # TM: a whole-day shift keeps the time of day
-                return
+                shift = lambda v: shift_dt(v, offset)  # noqa: E731
+            elif vr == "TM":  # a time without its date: shifted modulo 24 hours
+                shift = lambda v: shift_tm(v, offset)  # noqa: E731
+            else:
+                raise ValueError(f"cannot shift a value of VR {vr}")
             if _map_raw_ascii(ds, tag, shift, b" ") is None:
                 elem = ds[tag]
                 elem.value = _map_values(elem.value, shift)
@@ -467,6 +579,38 @@ class Deidentifier:
             elem = ds[tag]
             elem.value = self._keys.patient(str(elem.value or ""))
         run.count(label, action)
+
+    def _shift_action(self, tag: int, vr: str) -> bool:
+        rule = self._rules.get(tag)
+        action = rule.action if rule is not None else self._by_vr(vr)
+        return action == SHIFT
+
+    def _shift_pairs(self, ds: Dataset, run: _Run) -> frozenset[int]:
+        """Shift each date and its time in ``ds`` (this level) as one instant; the tags handled.
+
+        A pair is shifted together only when both are single, readable values and both are to be
+        shifted; otherwise each is left to the walk, which shifts it alone (or empties it).
+        """
+        assert run.shift is not None
+        handled: set[int] = set()
+        for date_tag, time_tag in DATE_TIME_PAIRS.items():
+            if date_tag not in ds or time_tag not in ds:
+                continue
+            if not (self._shift_action(date_tag, "DA") and self._shift_action(time_tag, "TM")):
+                continue
+            date, time = _single_text(ds, date_tag), _single_text(ds, time_tag)
+            if not date or not time:
+                continue
+            shifted = shift_date_time(date, time, run.shift)
+            if shifted is None:
+                continue
+            ds[date_tag] = DataElement(date_tag, "DA", shifted[0])
+            ds[time_tag] = DataElement(time_tag, "TM", shifted[1])
+            for tag in (date_tag, time_tag):
+                handled.add(tag)
+                label = self._rules[tag].keyword if tag in self._rules else _label(tag)
+                run.count(label, SHIFT)
+        return frozenset(handled)
 
     def _uid_unless_dicom(self, uid: str) -> str:
         text = uid.strip(" \x00")

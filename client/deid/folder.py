@@ -7,7 +7,8 @@ unreadable, burned-in text, ...; the run always continues.
 
 Output naming: ``OUT_DIR/<Study Instance UID>/<Series Instance UID>/<SOP Instance UID>.dcm`` with the
 *new* UIDs. Input paths are not mirrored because PACS exports often name folders after patients; the
-report lists input paths (relative) only for rejected files, never a mapping from input to output.
+report names rejected files by a keyed hash of their path, never by the path, and holds no mapping
+from input to output.
 
 Parallelism: files are split into chunks handled by a process pool (one
 :class:`~client.deid.engine.Deidentifier` per worker, created once); small runs stay in process.
@@ -45,6 +46,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from client.deid.encode import Chunk, encode_chunks, write_chunks
 from client.deid.engine import METHOD_DESCRIPTION, Deidentifier, DeidRejected
 from client.deid.options import DeidOptions
+from client.deid.pseudonyms import KeyedPseudonyms
 from client.deid.report import DeidReport, Rejection
 from common.fsio import atomic_writer, sync_filesystem
 
@@ -322,6 +324,7 @@ def deidentify_folder(
     started = time.perf_counter()
     in_root, out_root = Path(in_dir), Path(out_dir)
     deid = Deidentifier(secret, options)  # validates the secret before any work
+    keys = KeyedPseudonyms(secret)
     out_root.mkdir(parents=True, exist_ok=True)
     files = discover(in_root, exclude=out_root)
     total = len(files)
@@ -362,7 +365,9 @@ def deidentify_folder(
     for result in sorted(results, key=lambda r: r.path):
         report.bytes_in += result.bytes_in
         if result.output is None:
-            report.rejections.append(Rejection(result.path, result.reason or "rejected"))
+            report.rejections.append(
+                Rejection(result.path, result.reason or "rejected", keys.file_key(result.path))
+            )
             continue
         if result.output in outputs:
             report.duplicates += 1

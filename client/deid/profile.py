@@ -6,8 +6,9 @@ of options, what fedscan *does* for each tag, so that the engine is a dictionary
 Resolution rules (documented in ``docs/deidentification.md``):
 
 1. **Options first.** Among the options switched on that name the attribute, ``K`` (keep) wins over
-   ``C`` (clean); otherwise the Basic Profile action applies. Retain UIDs, Retain Full Dates, Clean
-   Structured Content and Clean Graphics are not offered, so their columns are ignored.
+   ``C`` (clean); otherwise the Basic Profile action applies. Retain UIDs, Retain Full Dates and Clean
+   Graphics are not offered, so their columns are ignored. Clean Structured Content's ``C`` on a
+   sequence keeps it and cleans every item by the same table.
 2. **Combined codes** (``Z/D``, ``X/Z``, ``X/D``, ``X/Z/D``) depend on the Type of the attribute in
    each IOD, which a de-identifier of arbitrary files cannot know. fedscan takes the *last* letter:
    an empty (Z) or dummy (D) value conforms whatever the Type, and neither identifies anyone.
@@ -16,10 +17,11 @@ Resolution rules (documented in ``docs/deidentification.md``):
    table. ``Z`` and ``D`` empty the sequence (zero items): a dummy sequence cannot be built without
    knowing the IOD, and keeping the items would keep the codes that name a person or an institution
    (e.g. (0040,1101) *Person Identification Code Sequence*). ``X`` removes it.
-4. **Dates under Retain Modified Dates** (``C`` in that column): DA and DT values are shifted by the
-   patient's keyed number of days; TM values and (0008,0201) *Timezone Offset From UTC* are kept,
-   because a whole-day shift leaves the time of day unchanged. A binary timestamp ((0034,0007)
-   *Frame Origin Timestamp*, OB) cannot be shifted and gets the Basic Profile action.
+4. **Dates and times under Retain Modified Dates** (``C`` in that column): DA, DT and TM values are
+   shifted by the patient's keyed offset (days and seconds, :mod:`client.deid.dates`); a date and its
+   time move together as one instant. (0008,0201) *Timezone Offset From UTC* is kept (the offset is
+   applied in local time). A binary timestamp ((0034,0007) *Frame Origin Timestamp*, OB) cannot be
+   shifted and gets the Basic Profile action.
 5. **(0010,0020) Patient ID** (``Z``) is replaced by the patient's keyed pseudonym, a dummy value that
    stays consistent across files, as Z allows.
 6. **Cleaning** (``C`` of Clean Descriptors and Retain Patient Characteristics) keeps a closed imaging
@@ -63,7 +65,7 @@ DUMMY: Final = "D"  # non-empty dummy value of the right VR
 KEEP: Final = "K"  # leave as is
 CLEAN: Final = "C"  # keep only harmless words (Clean Descriptors)
 REPLACE_UID: Final = "U"  # replace each UID by its keyed pseudonym
-SHIFT: Final = "T"  # shift DA/DT by the patient's keyed days; keep TM
+SHIFT: Final = "T"  # shift DA/DT/TM by the patient's keyed offset
 RECURSE: Final = "R"  # keep the sequence, de-identify each item
 PSEUDONYM: Final = "P"  # replace by the keyed patient pseudonym
 
@@ -78,7 +80,7 @@ _ELEMENT_ACTIONS: Final = {
 }
 _SEQUENCE_ACTIONS: Final = {"X": REMOVE, "Z": EMPTY, "D": EMPTY, "K": RECURSE, "C": RECURSE, "U*": RECURSE}
 _PATIENT_ID: Final = 0x00100020
-_TEMPORAL_KEEP_VRS: Final = frozenset({"TM", "SH"})
+_TEMPORAL_KEEP_VRS: Final = frozenset({"SH"})
 _TEMPORAL_VRS: Final = frozenset({"DA", "DT", "TM", "SH"})
 
 
@@ -114,6 +116,7 @@ def _option_code(row: Row, options: DeidOptions) -> str:
         (options.retain_patient_characteristics, row.pat),
         (options.retain_dates_modified, row.mod),
         (options.clean_descriptors, row.desc),
+        (options.clean_structured_content, row.struct),
     )
     codes = {code for on, code in enabled if on and code}
     if "K" in codes:

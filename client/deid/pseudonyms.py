@@ -14,8 +14,9 @@ which makes de-identifying an already de-identified file a no-op (a fixed point 
   74-bit keyed payload, the version and variant bits, and a 48-bit tag. At most 44 characters, digits
   and dots only (PS3.5 9.1, B.2).
 - Patient IDs become ``FS`` + 24 base-32 characters (an 80-bit keyed payload and a 40-bit tag).
-- The date shift of a patient is minus 1 to 3652 whole days, keyed by the original (0010,0020)
-  *Patient ID*.
+- The temporal offset of a patient is minus 1 to 3652 whole days plus 0 to 86399 seconds
+  (:class:`~client.deid.dates.TemporalShift`), keyed by the original (0010,0020) *Patient ID*: dates
+  and times move together, so intervals survive and no time of day does.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import hmac
 from functools import lru_cache
 from typing import Final
 
+from client.deid.dates import TemporalShift
 from common.errors import KeyMaterialError
 
 __all__ = [
@@ -70,7 +72,7 @@ class KeyedPseudonyms:
         If the secret is not bytes or is too short to be a key.
     """
 
-    __slots__ = ("_date", "_patient", "_patient_tag", "_uid", "_uid_cache", "_uid_tag")
+    __slots__ = ("_date", "_file", "_patient", "_patient_tag", "_uid", "_uid_cache", "_uid_tag")
 
     def __init__(self, secret: bytes) -> None:
         if not isinstance(secret, bytes | bytearray) or len(secret) < _MIN_SECRET_BYTES:
@@ -84,6 +86,7 @@ class KeyedPseudonyms:
         self._patient = _subkey(key, "patient-id")
         self._patient_tag = _subkey(key, "patient-id-tag")
         self._date = _subkey(key, "date-shift")
+        self._file = _subkey(key, "report-file")
         self._uid_cache: dict[str, str] = {}
 
     def __repr__(self) -> str:  # never print key material
@@ -156,12 +159,31 @@ class KeyedPseudonyms:
         payload, tag = raw[:_PATIENT_PAYLOAD], raw[_PATIENT_PAYLOAD:]
         return hmac.compare_digest(tag, _mac(self._patient_tag, payload)[:_PATIENT_TAG])
 
-    # ---- dates ------------------------------------------------------------------------------
-    def date_shift_days(self, patient_id: str) -> int:
-        """The keyed shift, in whole days (-MAX_SHIFT_DAYS..-1), of one patient's dates."""
+    # ---- input files --------------------------------------------------------------------------
+    def file_key(self, relative_path: str) -> str:
+        """A keyed name for an input file (``f-`` + 20 hex digits), for reports that must not show paths.
+
+        Export paths are often named after patients; a report names a rejected file by this key, and an
+        operator holding the secret finds the file by computing the key of each path (the console shows
+        the paths themselves).
+        """
+        return "f-" + _mac(self._file, relative_path.encode("utf-8", "surrogateescape")).hex()[:20]
+
+    # ---- dates and times ----------------------------------------------------------------------
+    def temporal_shift(self, patient_id: str) -> TemporalShift:
+        """The keyed offset of one patient's dates and times.
+
+        Whole days in -MAX_SHIFT_DAYS..-1 plus seconds in 0..86399, from independent parts of one HMAC
+        of the original (0010,0020) *Patient ID*.
+        """
         text = patient_id.strip(" \x00")
         digest = _mac(self._date, text.encode("utf-8"))
-        return -(1 + int.from_bytes(digest[:8], "big") % MAX_SHIFT_DAYS)
+        days = -(1 + int.from_bytes(digest[:8], "big") % MAX_SHIFT_DAYS)
+        return TemporalShift(days, int.from_bytes(digest[8:16], "big") % 86_400)
+
+    def date_shift_days(self, patient_id: str) -> int:
+        """The whole-day part of :meth:`temporal_shift` (how far a lone date moves)."""
+        return self.temporal_shift(patient_id).days
 
 
 @lru_cache(maxsize=8)

@@ -1,8 +1,10 @@
 """The report of one de-identification run: counts, rejections with reasons, actions per attribute.
 
-A report never holds a value taken from a data set: only relative input paths, fedscan's own reason
-sentences, attribute keywords and counts. It is safe to keep next to the site's audit trail and to
-show to an operator.
+A report never holds a value taken from a data set, nor an input path (exports name folders and files
+after patients): a rejected file is named by a keyed hash of its relative path
+(:meth:`~client.deid.pseudonyms.KeyedPseudonyms.file_key`), besides fedscan's own reason sentences,
+attribute keywords and counts. It is safe to keep next to the site's audit trail. The paths themselves
+stay in memory (:attr:`Rejection.path`) for the operator's console.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ class Rejection:
     Attributes
     ----------
     path : str
-        Path relative to the input folder, with ``/`` separators.
+        Path relative to the input folder, with ``/`` separators (memory and console only: never
+        written by :meth:`DeidReport.to_dict`).
     reason : str
-        ``category: explanation``, e.g. ``"no pixel data: (7FE0,0010) Pixel Data is absent ..."``.
+        ``category: explanation``, e.g. ``"encapsulated document: ..."``.
+    file_key : str
+        The keyed name of the path that the written report uses.
     """
 
     path: str
     reason: str
+    file_key: str = ""
 
     @property
     def category(self) -> str:
@@ -130,7 +136,7 @@ class DeidReport:
             "strict": self.strict,
             "exit_code": self.exit_code,
             "rejection_counts": self.reason_counts(),
-            "rejections": [{"path": r.path, "reason": r.reason} for r in self.rejections],
+            "rejections": [{"file": r.file_key, "reason": r.reason} for r in self.rejections],
             "actions": {label: dict(sorted(c.items())) for label, c in sorted(self.actions.items())},
         }
 

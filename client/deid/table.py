@@ -558,6 +558,7 @@ FEDSCAN_SUPPLEMENT: Final[tuple[Row, ...]] = (
     Row("(0010,0035)", "Patient's Alternative Calendar", "X"),
     # May hold the original identifying values, encrypted; fedscan never keeps a way back.
     Row("(0400,0500)", "Encrypted Attributes Sequence", "X"),
-    # Free text inside structured content and acquisition context (like Image Comments).
-    Row("(0040,A160)", "Text Value", "X", desc="C"),
+    # Free text inside structured content and acquisition context (like Image Comments); a dummy
+    # rather than removal, because a TEXT content item without its value is not a valid item.
+    Row("(0040,A160)", "Text Value", "D", desc="C"),
 )

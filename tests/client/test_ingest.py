@@ -163,7 +163,8 @@ def test_multiframe_files_follow_the_sites_frame_rule(tmp_path: Path) -> None:
 def test_rgb_ultrasound_is_rejected_for_burned_in_text_unless_the_site_masks(tmp_path: Path) -> None:
     profile = ScannerProfile.for_modality("US")
     cohort = _cohort(tmp_path / "export", profile, slices=6)
-    strict = _site(tmp_path / "strict")
+    options = ["retain-modified-dates", "retain-patient-characteristics", "burned-in=reject"]
+    strict = _site(tmp_path / "strict", options=options)
     report = ingest_folder(strict, cohort.dicom_dir, cohort.labels_csv)
     assert report.records_added == 0 and len(report.rejected) == cohort.n_files
     assert all(reason.startswith("burned-in text") for _, reason in report.rejected)
@@ -246,7 +247,7 @@ def _add_oddities(folder: Path, cohort: SiteCohort) -> dict[str, str]:
         ("DICOMDIR", get_testdata_file("DICOMDIR"), "DICOMDIR"),
         ("SR000001", get_testdata_file("reportsi.dcm"), "not an image"),
         ("RT000001", get_testdata_file("rtplan.dcm"), "not an image"),
-        ("RT000002", get_testdata_file("rtstruct.dcm"), "not an image"),
+        ("RT000002", get_testdata_file("rtstruct.dcm"), "kept"),  # contours: sealed for segmentation
     ):
         shutil.copyfile(str(source), extras / name)
         expected[f"extras/{name}"] = category
@@ -279,8 +280,9 @@ def test_an_export_with_oddities_reruns_and_additions(tmp_path: Path) -> None:
     held_back = sorted(p for p in partial.iterdir() if p.name.startswith("P"))[::2]
     for folder in held_back:
         shutil.rmtree(folder)
-    oddities = {p: c for p, c in expected.items() if c != "duplicate"}
+    oddities = {p: c for p, c in expected.items() if c not in ("duplicate", "kept")}
     first = ingest_folder(site, partial, cohort.labels_csv, workers=2)
+    assert first.label_objects_kept == 1
     # The first patient's folder is held back, so its copy in extras/ stands for it in this run.
     assert {p: r.partition(":")[0] for p, r in first.rejected} == oddities
     first_count = first.records_added
@@ -288,7 +290,8 @@ def test_an_export_with_oddities_reruns_and_additions(tmp_path: Path) -> None:
 
     report = ingest_folder(site, cohort.dicom_dir, cohort.labels_csv, workers=2)
     assert report.files_seen == cohort.n_files + len(expected)
-    assert report.already_stored == first_count + 1  # the original of the copy is stored already
+    # the original of the copy is stored already, and so is the structure set
+    assert report.already_stored == first_count + 2 and report.label_objects_kept == 0
     assert report.records_added == cohort.n_files - first_count
     assert report.total_records == cohort.n_files
     assert {p: r.partition(":")[0] for p, r in report.rejected} == oddities
@@ -296,7 +299,7 @@ def test_an_export_with_oddities_reruns_and_additions(tmp_path: Path) -> None:
     assert len(sops) == len(set(sops)) == cohort.n_files
 
     again = ingest_folder(site, cohort.dicom_dir, cohort.labels_csv, workers=2)
-    assert again.records_added == 0 and again.already_stored == cohort.n_files + 1
+    assert again.records_added == 0 and again.already_stored == cohort.n_files + 2
     assert again.total_records == cohort.n_files and again.rejected == report.rejected
     sealed = latest_sealed_report(site, load_site_key(site))
     assert sealed is not None and sealed.rejected == again.rejected
@@ -441,3 +444,40 @@ def test_bad_pixel_settings_in_site_toml_are_named_before_anything_is_read(
     with pytest.raises(ConfigError, match=named):
         ingest_folder(site, export, None, keep_unlabelled=True)
     assert not site.store_dir.exists() or not any(site.store_dir.iterdir())
+
+
+def test_segmentations_and_structure_sets_are_kept_sealed_and_deidentified(tmp_path: Path) -> None:
+    """Ingest trains on images only, but keeps the label-bearing objects, sealed, with consistent UIDs."""
+    import numpy as np
+    import pydicom
+
+    from client.deid import pseudonymize_uid
+    from client.label_objects import iter_label_objects
+    from client.site_init import load_deid_secret
+    from simulations.export_objects import ExportIdentity, rt_structure_set, segmentation
+
+    cohort = _cohort(tmp_path / "export", ScannerProfile.for_modality("CT"), slices=4)
+    image_path = cohort.dicom_dir / cohort.files[0].relpath
+    image = pydicom.dcmread(image_path)
+    who = ExportIdentity("Kildare^James", "Quenby^Ann", "20230107", "101530", "contoured by Quenby")
+    rng = np.random.default_rng(3)
+    for name, build in (("SEG0001", segmentation), ("RTS0001", rt_structure_set)):
+        build(image, who, rng).save_as(cohort.dicom_dir / name, enforce_file_format=True)
+    site = _site(tmp_path / "site")
+    report = ingest_folder(site, cohort.dicom_dir, cohort.labels_csv, workers=1)
+    assert report.label_objects_kept == 2 and not report.rejected
+    assert report.records_added == cohort.n_files  # no record from a label object
+    sealed = sorted((site.store_dir / "label_objects").glob("*.fseal"))
+    assert len(sealed) == 2
+    for path in sealed:
+        assert b"Quenby" not in path.read_bytes() and b"DICM" not in path.read_bytes()
+    secret = load_deid_secret(site)
+    kept = dict(iter_label_objects(site.store_dir, load_site_key(site)))
+    new_image_sop = pseudonymize_uid(secret, str(image.SOPInstanceUID))
+    for sop, data in kept.items():
+        ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+        assert str(ds.SOPInstanceUID) == sop
+        assert ds.PatientIdentityRemoved == "YES" and str(ds.PatientName) == ""
+        assert b"Quenby" not in data and b"Kildare" not in data and image.PatientID.encode() not in data
+        referenced = {str(e.value) for e in ds.iterall() if e.keyword == "ReferencedSOPInstanceUID"}
+        assert new_image_sop in referenced  # the reference still names the stored image

@@ -25,6 +25,7 @@ from client.deid import pseudonymize_uid
 from client.deid.burned_in import burned_in_reason
 from client.discovery import non_image_reason
 from client.ingest import IngestReport, ingest_folder
+from client.label_objects import LABEL_OBJECT_CLASSES
 from client.pixels import PixelSettings, prepare_frames
 from client.site import SiteDir
 from client.site_init import init_site, load_deid_secret
@@ -102,6 +103,13 @@ def _ingest(root: Path, export: Path, options: list[str]) -> tuple[SiteDir, Inge
     return site, ingest_folder(site, export, None, keep_unlabelled=True, workers=2)
 
 
+def _read_forced(path: Path) -> Dataset | None:
+    try:
+        return pydicom.dcmread(path, force=True, stop_before_pixels=True)
+    except Exception:
+        return None
+
+
 def _records_by_sop(site: SiteDir) -> dict[str, list[tuple[RecordEntry, np.ndarray]]]:
     out: dict[str, list[tuple[RecordEntry, np.ndarray]]] = defaultdict(list)
     for entry, pixels in iter_records(site.store_dir, load_site_key(site)):
@@ -124,7 +132,9 @@ def strict(
     tmp_path_factory: pytest.TempPathFactory, export: tuple[Path, dict]
 ) -> tuple[SiteDir, IngestReport]:  # type: ignore[type-arg]
     root = tmp_path_factory.mktemp("sites")
-    return _ingest(root / "strict", export[0], ["retain-modified-dates", "retain-patient-characteristics"])
+    # burned-in=reject: this site is about rejections (OCR has its own tests in tests/client/deid)
+    options = ["retain-modified-dates", "retain-patient-characteristics", "burned-in=reject"]
+    return _ingest(root / "strict", export[0], options)
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +156,16 @@ def test_every_file_is_a_record_or_rejected_with_a_reason(
     site, report = strict
     assert report.files_seen == len(headers)
     rejected = dict(report.rejected)
-    assert report.files_added + len(rejected) == report.files_seen
+    assert report.files_added + len(rejected) + report.label_objects_kept == report.files_seen
+    assert report.label_objects_kept >= 5  # pydicom's segmentations and structure set
     assert {r.partition(":")[0] for r in rejected.values()} <= ALLOWED
     records = _records_by_sop(site)
     secret = load_deid_secret(site)
     for name, ds in headers.items():
+        forced = ds if ds is not None else _read_forced(folder / name)  # ingest reads bare data sets too
+        if forced is not None and str(forced.get("SOPClassUID", "")) in LABEL_OBJECT_CLASSES:
+            assert name not in rejected, f"{name} holds labels, yet was rejected"
+            continue
         if ds is None or "SOPInstanceUID" not in ds:
             assert name in rejected, f"{name} cannot be read by pydicom, yet was stored"
             continue

@@ -123,7 +123,8 @@ def test_deid_and_ingest_runs_are_logged_with_counts_and_hashes_and_no_phi(
 ) -> None:
     site = init_site(tmp_path / "a", "a")
     out = tmp_path / "deid-out"
-    deidentify_command(cohort.dicom_dir, out, site.root, "basic", ["clean-descriptors"], False, 1, True)
+    options = ["clean-descriptors", "burned-in=reject"]  # so that burned-in rejections are logged
+    deidentify_command(cohort.dicom_dir, out, site.root, "basic", options, False, 1, True)
     reports = sorted(site.reports_dir.glob("deid-*.json"))
     assert reports and report_path(site.root, out).parent == site.reports_dir
     report = ingest_folder(site, cohort.dicom_dir, cohort.labels_csv, workers=1)

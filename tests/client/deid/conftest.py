@@ -1,9 +1,14 @@
-"""Shared fixtures for the de-identification tests: real scanner files and planted PHI.
+"""Shared fixtures for the de-identification tests: a PACS-like export of real files with planted PHI.
 
 The real files are every file shipped by pydicom's test data and by the ``pydicom-data`` package,
-reached offline through ``pydicom.data.get_testdata_files()``. Into copies of them the tests plant
-their own PHI - names, IDs, dates, addresses, free text with a name inside, private tags, nested
-sequences, curves, overlays, an unknown public tag - and then look for it in the output bytes.
+reached offline through ``pydicom.data.get_testdata_files()`` (images from many scanners, SR, SEG, RT
+plans, dose and structure sets, an ECG, DICOMDIRs, broken files). Into copies of them the tests plant
+their own PHI - names, IDs, dates and times, addresses, free text with a name inside, a name inside
+attributes the profile keeps (a Code Meaning), private tags, nested sequences, curves, overlays, an
+unknown public tag - and file and folder names made of the patient's name and MRN. Next to them go the
+non-image objects an export holds (SR, KOS, PR, SEG, RTSTRUCT, an encapsulated PDF, raw data, an ECG
+with typed annotations; :mod:`simulations.export_objects`) built around some of the planted images.
+Then the tests look for the PHI in every byte the de-identifier writes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,18 @@ SECRET = bytes(range(1, 33))
 
 #: Strings planted into the files; none may appear anywhere in a de-identified output.
 PHI_NAME = "Smithwick^Johnathan"
+#: The folder most planted files are exported into: named after the patient, as exports often are.
+PHI_FOLDER = "SMITHWICK_JOHNATHAN_MRN99812345"
+#: Cine loops larger than this (frames x rows x columns) are left out of the CI folder: OCR on every
+#: frame of a 120-frame loop takes minutes here (benchmarks/bench_ocr.py measures speed).
+MAX_SUSPECT_PIXELS = 2_000_000
 PHI_STRINGS = (
+    "20230105",
+    "2023-01-05",
+    "143015",
+    "14:30:15",
+    "091502",
+    "Oakhaven Road",
     "Smithwick",
     "Johnathan",
     "MRN99812345",
@@ -89,11 +105,18 @@ def plant_phi(ds: Dataset, index: int) -> None:
     ds.OtherPatientIDs = "MRN99812345-OLD"
     ds.InstitutionName = "Saint Elsewhere Hospital"
     ds.InstitutionAddress = "1 Oakhaven Road"
+    # a name and the MRN inside an attribute the Basic Profile keeps
+    procedure = Dataset()
+    procedure.CodeValue, procedure.CodingSchemeDesignator = "CTCHEST", "99LOCAL"
+    procedure.CodeMeaning = "CT chest Smithwick MRN99812345"
+    ds.ProcedureCodeSequence = Sequence([procedure])
     ds.ReferringPhysicianName = "Kildare^James"
     ds.AccessionNumber = "ACC7781234"
     ds.StudyDate = "20230105"
     ds.SeriesDate = "20230105"
     ds.AcquisitionDate = "20230106"
+    ds.StudyTime = ds.SeriesTime = "143015"
+    ds.AcquisitionTime = "091502.250"
     ds.StudyDescription = "CT chest for Johnathan Smithwick MRN99812345"
     ds.ImageComments = "Patient Zorblatt called 555-0199 about results"
     ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.77.{index + 1}"
@@ -128,16 +151,37 @@ def plant_phi(ds: Dataset, index: int) -> None:
     ds.add_new(0x00709999, "UN", b"Smithwick private UN value ")
 
 
+def _too_big_to_ocr(ds: Dataset) -> bool:
+    from client.deid.burned_in import burned_in_reason
+
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        size = frames * int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError):
+        return False
+    return size > MAX_SUSPECT_PIXELS and burned_in_reason(ds, trust_annotation_no=False) is not None
+
+
 @pytest.fixture(scope="session")
 def planted_dir(tmp_path_factory: pytest.TempPathFactory, readable_files: list[Path]) -> Path:
-    """Copies of every readable test file with PHI planted (unchanged when pydicom cannot re-write it)."""
+    """The export: every readable test file with PHI planted (copied unchanged when pydicom cannot
+    re-write it), most under a folder named after the patient, plus the non-image objects."""
+    import numpy as np
+
+    from simulations.export_objects import NON_IMAGE_BUILDERS, ExportIdentity
+
     root = tmp_path_factory.mktemp("planted")
+    (root / PHI_FOLDER).mkdir()
+    sources: list[Dataset] = []
     for index, path in enumerate(readable_files):
         ds = read_ok(path)
         assert ds is not None
-        target = root / f"{index:03d}_{path.name}"
+        if _too_big_to_ocr(ds):
+            continue
+        folder = root / PHI_FOLDER if index % 3 else root
+        target = folder / f"{index:03d}_{path.name}"
         planted = False
-        if "SOPClassUID" in ds and "PixelData" in ds and "TransferSyntaxUID" in ds.file_meta:
+        if "SOPClassUID" in ds and "TransferSyntaxUID" in ds.file_meta:
             work = copy.deepcopy(ds)
             try:
                 plant_phi(work, index)
@@ -145,8 +189,27 @@ def planted_dir(tmp_path_factory: pytest.TempPathFactory, readable_files: list[P
                     warnings.simplefilter("ignore")
                     work.save_as(target)
                 planted = True
+                if "PixelData" in work and "Rows" in work and len(sources) < 6 and work.Modality == "CT":
+                    sources.append(work)
             except Exception:
                 target.unlink(missing_ok=True)
         if not planted:
             target.write_bytes(path.read_bytes())
+    who = ExportIdentity(
+        observer="Kildare^James",
+        operator="Quenby^Ann",
+        content_date="20230105",
+        content_time="143015",
+        free_text="Johnathan Smithwick (MRN99812345) seen 2023-01-05 14:30:15, call 555-0199",
+    )
+    rng = np.random.default_rng(26)
+    for number, source in enumerate(sources):
+        for kind, build in NON_IMAGE_BUILDERS.items():
+            if kind in ("PDF", "RAW", "ECG") and number > 1:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                build(source, who, rng).save_as(
+                    root / PHI_FOLDER / f"{kind}_{number}_Smithwick.dcm", enforce_file_format=True
+                )
     return root

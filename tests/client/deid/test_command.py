@@ -8,12 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
 from client.deid.__main__ import main
 from client.deid.command import SECRET_ENV, deidentify_command, load_secret, report_path
+from client.deid.pseudonyms import KeyedPseudonyms
 from common.errors import ConfigError, InputError, KeyMaterialError
+from simulations.export_objects import ExportIdentity, encapsulated_pdf
+
+REJECTED_NAME = "Smithwick^Johnathan/request.pdf.dcm"  # exports name files after patients
 
 
 @pytest.fixture()
@@ -24,6 +30,11 @@ def folder(tmp_path: Path) -> Path:
         path = get_testdata_file(name)
         assert path is not None
         shutil.copy(path, root / name)
+    source = pydicom.dcmread(root / "CT_small.dcm")
+    who = ExportIdentity("Kildare^James", "Quenby^Ann", "20230107", "101530", "scanned request")
+    pdf = encapsulated_pdf(source, who, np.random.default_rng(1))
+    (root / REJECTED_NAME).parent.mkdir()
+    pdf.save_as(root / REJECTED_NAME, enforce_file_format=True)
     return root
 
 
@@ -40,17 +51,16 @@ def test_json_output_report_file_and_exit_codes(
     code = deidentify_command(folder, out, None, "fedscan", [], False, 1, True)
     assert code == 0
     document = json.loads(capsys.readouterr().out)
-    assert document["files_written"] == 2 and document["files_rejected"] == 1
-    assert document["rejections"] == [
-        {
-            "path": "rtplan.dcm",
-            "reason": "no pixel data: (7FE0,0010) Pixel Data is absent, the file is not an image",
-        }
-    ]
+    assert document["files_written"] == 3 and document["files_rejected"] == 1
+    [rejection] = document["rejections"]
+    assert rejection["reason"].startswith("encapsulated document: ")
+    assert rejection["file"] == KeyedPseudonyms(env_secret).file_key(REJECTED_NAME)
     written = Path(document["report_file"])
     assert written == tmp_path / "out.deid-report.json"
-    assert json.loads(written.read_text())["files_seen"] == 3
+    assert json.loads(written.read_text())["files_seen"] == 4
     assert written.stat().st_mode & 0o777 == 0o600
+    # the path names the patient: neither the report file nor the JSON printed holds it
+    assert "Smithwick" not in written.read_text() and "Johnathan" not in json.dumps(document)
 
     options = ["clean-descriptors"]
     strict = deidentify_command(folder, tmp_path / "out2", None, "basic", options, True, 1, True)
@@ -62,7 +72,8 @@ def test_summary_table_is_printed(
 ) -> None:
     assert deidentify_command(folder, tmp_path / "out", None, "fedscan", [], False, None, False) == 0
     text = capsys.readouterr().out
-    assert "files written" in text and "no pixel data" in text
+    assert "files written" in text and "encapsulated document" in text
+    assert REJECTED_NAME in text  # the operator's console shows the path
 
 
 def test_missing_or_bad_secret_and_options(

@@ -76,12 +76,15 @@ def _reread(blob: bytes) -> Dataset:
         return pydicom.dcmread(io.BytesIO(blob))
 
 
-def _with_phi(ct: Dataset, name: str, patient_id: str, day: dt.date, sop: str) -> Dataset:
+def _with_phi(
+    ct: Dataset, name: str, patient_id: str, day: dt.date, sop: str, time: str = "101500"
+) -> Dataset:
     ds = copy.deepcopy(ct)
     ds.PatientName = f"{name}^{name[::-1]}"
     ds.PatientID = patient_id
     ds.StudyDate = ds.SeriesDate = day.strftime("%Y%m%d")
-    ds.AcquisitionDateTime = day.strftime("%Y%m%d") + "101500"
+    ds.StudyTime = ds.SeriesTime = time
+    ds.AcquisitionDateTime = day.strftime("%Y%m%d") + time
     ds.StudyDescription = f"CT HEAD for {name}"
     ds.SOPInstanceUID = sop
     ds.file_meta.MediaStorageSOPInstanceUID = sop
@@ -130,22 +133,30 @@ def test_shared_uids_stay_shared_and_references_resolve(
 
 
 @SETTINGS
-@given(patient=names, first=dates, gap=st.integers(min_value=0, max_value=4000), sop_a=uids, sop_b=uids)
-def test_dates_of_a_patient_keep_their_intervals(
-    ct: Dataset, patient: str, first: dt.date, gap: int, sop_a: str, sop_b: str
+@given(
+    patient=names,
+    first=st.datetimes(min_value=dt.datetime(1950, 1, 1), max_value=dt.datetime(2035, 12, 31)),
+    gap=st.integers(min_value=0, max_value=4000 * 86_400),
+    sop_a=uids,
+    sop_b=uids,
+)
+def test_instants_of_a_patient_keep_their_intervals(
+    ct: Dataset, patient: str, first: dt.datetime, gap: int, sop_a: str, sop_b: str
 ) -> None:
-    second = first + dt.timedelta(days=gap)
+    first = first.replace(microsecond=0)
+    second = first + dt.timedelta(seconds=gap)
     deid = Deidentifier(SECRET)
-    a = _with_phi(ct, "ALPHA", patient, first, sop_a)
-    b = _with_phi(ct, "ALPHA", patient, second, sop_b)
+    a = _with_phi(ct, "ALPHA", patient, first.date(), sop_a, first.strftime("%H%M%S"))
+    b = _with_phi(ct, "ALPHA", patient, second.date(), sop_b, second.strftime("%H%M%S"))
     deid.deidentify(a)
     deid.deidentify(b)
 
-    def day(value: str) -> dt.date:
-        return dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    def instant(date: str, time: str) -> dt.datetime:
+        return dt.datetime.strptime(date + time, "%Y%m%d%H%M%S")
 
-    assert (day(b.StudyDate) - day(a.StudyDate)).days == gap
-    assert day(a.StudyDate) < first  # shifted back, never by zero days
-    assert day(a.AcquisitionDateTime) == day(a.StudyDate)
-    assert a.AcquisitionDateTime[8:] == "101500"  # the time of day is kept
+    moved_a, moved_b = instant(a.StudyDate, a.StudyTime), instant(b.StudyDate, b.StudyTime)
+    assert moved_b - moved_a == second - first  # to the second, across midnights
+    assert moved_a < first  # shifted back, never by zero
+    assert instant(a.SeriesDate, a.SeriesTime) == moved_a
+    assert a.AcquisitionDateTime == moved_a.strftime("%Y%m%d%H%M%S")  # DT moves as the pair does
     assert a.PatientID == b.PatientID != patient

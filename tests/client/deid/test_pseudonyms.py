@@ -63,12 +63,14 @@ def test_patient_pseudonyms_are_valid_lo_values(secret: bytes) -> None:
     assert patient_pseudonym(secret, "") != pid
 
 
-def test_date_shift_is_keyed_bounded_and_never_zero(secret: bytes) -> None:
+def test_temporal_shift_is_keyed_bounded_and_never_zero(secret: bytes) -> None:
     keys = KeyedPseudonyms(secret)
-    shifts = {keys.date_shift_days(f"P{i}") for i in range(300)}
-    assert all(-MAX_SHIFT_DAYS <= s <= -1 for s in shifts)
-    assert len(shifts) > 250
-    assert keys.date_shift_days("P1") == KeyedPseudonyms(secret).date_shift_days("P1")
+    shifts = [keys.temporal_shift(f"P{i}") for i in range(300)]
+    assert all(-MAX_SHIFT_DAYS <= s.days <= -1 and 0 <= s.seconds < 86_400 for s in shifts)
+    assert all(s.total_seconds < 0 for s in shifts)
+    assert len({s.days for s in shifts}) > 250 and len({s.seconds for s in shifts}) > 290
+    assert keys.temporal_shift("P1") == KeyedPseudonyms(secret).temporal_shift("P1")
+    assert KeyedPseudonyms(bytes(32)).temporal_shift("P1") != keys.temporal_shift("P1")
 
 
 @pytest.mark.parametrize("bad", [b"", b"short", "not bytes"])

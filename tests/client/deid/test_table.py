@@ -92,7 +92,7 @@ FEDSCAN = DeidOptions()
         (0x00100040, FEDSCAN, KEEP),  # Patient's Sex
         (0x00080020, BASIC, EMPTY),  # Study Date Z
         (0x00080020, FEDSCAN, SHIFT),  # ... C under Modified Dates
-        (0x00080030, FEDSCAN, KEEP),  # Study Time: a whole-day shift keeps the time
+        (0x00080030, FEDSCAN, SHIFT),  # Study Time: shifted with its date (days and seconds)
         (0x00080021, BASIC, DUMMY),  # Series Date X/D -> D
         (0x00080023, BASIC, DUMMY),  # Content Date Z/D -> D
         (0x00081070, BASIC, DUMMY),  # Operators' Name X/Z/D -> D

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.deid.dates import shift_da, shift_dt
+from client.deid.dates import TemporalShift, shift_da, shift_date_time, shift_dt, shift_tm
 from client.deid.descriptors import clean_text
 from client.deid.options import DeidOptions
 from client.deid.values import dummy_value, empty_value
@@ -23,22 +23,73 @@ from client.deid.values import dummy_value, empty_value
         ("00010101", -3, None),
     ],
 )
-def test_shift_da(value: str, days: int, expected: str | None) -> None:
-    assert shift_da(value, days) == expected
+def test_a_lone_date_moves_by_the_days_alone(value: str, days: int, expected: str | None) -> None:
+    # the seconds never reach the next day: a lone date is the instant at midnight
+    assert shift_da(value, TemporalShift(days, 86_399)) == expected
 
 
 @pytest.mark.parametrize(
-    ("value", "days", "expected"),
+    ("value", "shift", "expected"),
     [
-        ("20200101093000.5+0100", 10, "20200111093000.5+0100"),
-        ("20200101", -1, "20191231"),
-        ("2020010112", -1, "2019123112"),
-        ("2020", 5, None),
-        ("garbage", 5, None),
+        ("20200101093000.5+0100", (10, 0), "20200111093000.5+0100"),
+        ("20200101093000.5+0100", (-10, 60), "20191222093100.5+0100"),
+        ("20200101233000", (-1, 3600), "20200101003000"),  # rolls into the next day
+        ("20200101", (-1, 100), "20191231"),
+        ("2020010112", (-1, 7200), "2019123114"),
+        ("202001", (-40, 60), "201911"),
+        ("2020", (-400, 0), "2018"),
+        ("20200101120000-20200102120000", (-1, 60), "20191231120100-20200101120100"),
+        ("garbage", (5, 0), None),
+        ("2020010125", (5, 0), None),
     ],
 )
-def test_shift_dt(value: str, days: int, expected: str | None) -> None:
-    assert shift_dt(value, days) == expected
+def test_shift_dt_moves_the_instant(value: str, shift: tuple[int, int], expected: str | None) -> None:
+    assert shift_dt(value, TemporalShift(*shift)) == expected
+
+
+@pytest.mark.parametrize(
+    ("date", "time", "shift", "expected"),
+    [
+        ("20230105", "230000", (-10, 7200), ("20221227", "010000")),
+        ("20230105", "0930", (-1, 59), ("20230104", "0930")),  # to the minute, truncated
+        ("20230105", "093000.123", (-1, 1), ("20230104", "093001.123")),
+        ("2023.01.05", "09:30:00", (-1, 1), ("20230104", "093001")),
+        ("20230105", "xx", (-1, 1), None),
+        ("20230132", "093000", (-1, 1), None),
+    ],
+)
+def test_a_date_and_its_time_move_as_one_instant(
+    date: str, time: str, shift: tuple[int, int], expected: tuple[str, str] | None
+) -> None:
+    assert shift_date_time(date, time, TemporalShift(*shift)) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds", "expected"),
+    [
+        ("233000", 3600, "003000"),
+        ("120000.5", 61, "120101.5"),
+        ("12", 3600, "13"),
+        ("080000-090000", 60, "080100-090100"),
+        ("", 5, ""),
+        ("256000", 5, None),
+    ],
+)
+def test_a_lone_time_moves_modulo_24_hours(value: str, seconds: int, expected: str | None) -> None:
+    assert shift_tm(value, TemporalShift(-3, seconds)) == expected
+
+
+def test_intervals_between_instants_survive_exactly() -> None:
+    import datetime as dt
+
+    shift = TemporalShift(-1234, 80_000)
+    pairs = [("20230105", "235959"), ("20230106", "000001"), ("20240229", "120000")]
+    moved = [shift_date_time(d, t, shift) for d, t in pairs]
+    parse = lambda d, t: dt.datetime.strptime(d + t, "%Y%m%d%H%M%S")  # noqa: E731
+    for (d1, t1), (d2, t2), m1, m2 in zip(pairs, pairs[1:], moved, moved[1:], strict=False):
+        assert m1 is not None and m2 is not None
+        assert parse(*m2) - parse(*m1) == parse(d2, t2) - parse(d1, t1)
+        assert m1[1] != t1
 
 
 @pytest.mark.parametrize(
@@ -77,7 +128,7 @@ def test_profiles_and_option_names() -> None:
     assert opts.burned_in == "mask" and opts.mask_regions == ((0, 0, 100, 20),)
     assert "clean-descriptors" in opts.option_names
     codes = [c.value for c in opts.method_codes(pixels_cleaned=True)]
-    assert codes == ["113100", "113101", "113108", "113105"]
+    assert codes == ["113100", "113101", "113108", "113105", "113104"]
 
 
 @pytest.mark.parametrize(
